@@ -1,0 +1,18 @@
+/* Logging: one line per event to stderr, with a level and a timestamp.
+ * Errors are logged once, where they are first understood (STYLE.md). */
+#ifndef LAM_LOG_H
+#define LAM_LOG_H
+
+typedef enum { LAM_LOG_DEBUG, LAM_LOG_INFO, LAM_LOG_WARN, LAM_LOG_ERROR, LAM_LOG_QUIET } lam_log_level_t;
+
+void lam_log_set_level(lam_log_level_t level);
+lam_log_level_t lam_log_get_level(void);
+void lam_log_msg(lam_log_level_t level, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#define lam_log_debug(...) lam_log_msg(LAM_LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
+#define lam_log_info(...)  lam_log_msg(LAM_LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
+#define lam_log_warn(...)  lam_log_msg(LAM_LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
+#define lam_log_error(...) lam_log_msg(LAM_LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
+
+#endif
