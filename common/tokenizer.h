@@ -25,7 +25,8 @@
  * threads may encode/decode with one concurrently. All outputs are malloc'ed
  * and owned by the caller unless stated otherwise.
  *
- * Lives in common/: tokenizer.c (load, lookup tables, decode), tok_encode.c
+ * Lives in common/: tokenizer.c (build, lookup tables, decode), tok_gguf.c
+ * (GGUF metadata), tok_encode.c
  * (special-token partition, BPE and SPM merging), tok_pretok.c (hand-written
  * pre-tokenizer matchers on utf8proc categories), tok_chat.c (chat prompts).
  */

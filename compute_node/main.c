@@ -212,6 +212,7 @@ int main(int argc, char **argv)
     if (lam_generate_batch(e, &seq, 1, &hooks, &st) != LAM_OK)
         goto done;
     printf("\n");
+    fflush(stdout);
     lam_log_info("prompt %ld tokens in %.2f s (%.1f tok/s); generated %ld tokens in %.2f s (%.1f tok/s)",
                  st.prefill_tokens, st.prefill_s, st.prefill_tokens / (st.prefill_s > 0 ? st.prefill_s : 1),
                  st.decode_tokens + 1, st.decode_s, st.decode_tokens / (st.decode_s > 0 ? st.decode_s : 1));

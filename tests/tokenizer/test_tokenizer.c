@@ -83,6 +83,10 @@ static void print_hex(const char *what, const char *s, size_t n) {
     printf("%s\n", n > 64 ? " ..." : "");
 }
 
+static void byte_coverage(const lam_tok_t *t, bool *covered) {
+    for (int b = 0; b < 256; b++) covered[b] = lam_tok_byte_token(t, (uint8_t)b) != LAM_TOK_NULL;
+}
+
 /* ---- the llama.cpp fixture ---- */
 
 typedef struct fx_line {
@@ -99,36 +103,55 @@ static int hexval(int c) {
     return -1;
 }
 
-static fx_line_t *g_fx;
-static size_t g_n_fx;
-static bool g_fx_ok;
+/* A fixture file: lines grouped in sections ("@pre NAME" starts one; the
+ * llama.cpp file has a single unnamed section). */
+typedef struct fx_set {
+    char name[32];
+    fx_line_t *v;
+    size_t n;
+} fx_set_t;
 
-static bool load_fixture(void) {
+static fx_set_t *g_fxs;  /* tests/fixtures/smollm2_tokens.txt */
+static size_t g_n_fxs;
+static fx_set_t *g_var;  /* tests/tokenizer/bpe_variants_tokens.txt */
+static size_t g_n_var;
+static fx_line_t *g_fx;  /* g_fxs[0] */
+static size_t g_n_fx;
+static bool g_fx_ok, g_var_ok;
+
+static bool load_fixture(const char *rel, fx_set_t **sets_out, size_t *n_sets_out) {
     char path[1024];
-    fx_source_path("tests/fixtures/smollm2_tokens.txt", path, sizeof(path));
+    fx_source_path(rel, path, sizeof(path));
     FILE *f = fopen(path, "r");
     if (!f) {
         printf("\n  cannot open %s\n", path);
         return false;
     }
+    fx_set_t *sets = NULL;
+    size_t n_sets = 0;
     char *line = NULL;
     size_t cap = 0;
     ssize_t got;
     bool ok = true;
-    while ((got = getline(&line, &cap, f)) > 0) {
+    while (ok && (got = getline(&line, &cap, f)) > 0) {
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = '\0';
         if (got == 0 || line[0] == '#') continue;
+        if (line[0] == '@' || n_sets == 0) {
+            sets = realloc(sets, (n_sets + 1) * sizeof(*sets));
+            memset(&sets[n_sets], 0, sizeof(sets[n_sets]));
+            if (!strncmp(line, "@pre ", 5)) snprintf(sets[n_sets].name, sizeof(sets[n_sets].name), "%s", line + 5);
+            n_sets++;
+            if (line[0] == '@') continue;
+        }
+        fx_set_t *set = &sets[n_sets - 1];
         char *sp = strchr(line, ' ');
         size_t hl = sp ? (size_t)(sp - line) : (size_t)got;
         fx_line_t fl = {0};
-        if (hl % 2) {
-            ok = false;
-            break;
-        }
         fl.text = malloc(hl / 2 + 1);
-        for (size_t i = 0; i < hl / 2; i++) {
+        ok = hl % 2 == 0;
+        for (size_t i = 0; ok && i < hl / 2; i++) {
             int hi = hexval(line[2 * i]), lo = hexval(line[2 * i + 1]);
-            if (hi < 0 || lo < 0) ok = false;
+            ok = hi >= 0 && lo >= 0;
             fl.text[i] = (char)(hi << 4 | lo);
         }
         fl.len = hl / 2;
@@ -139,35 +162,130 @@ static bool load_fixture(void) {
             if (fl.n_ids == idcap) fl.ids = realloc(fl.ids, (idcap *= 2) * sizeof(int32_t));
             fl.ids[fl.n_ids++] = (int32_t)strtol(tok, NULL, 10);
         }
-        g_fx = realloc(g_fx, (g_n_fx + 1) * sizeof(*g_fx));
-        g_fx[g_n_fx++] = fl;
-        if (!ok) break;
+        set->v = realloc(set->v, (set->n + 1) * sizeof(*set->v));
+        set->v[set->n++] = fl;
     }
     free(line);
     fclose(f);
     if (!ok) printf("\n  malformed line in %s\n", path);
-    return ok && g_n_fx > 0;
+    *sets_out = sets;
+    *n_sets_out = n_sets;
+    return ok && n_sets > 0 && sets[0].n > 0;
+}
+
+static void free_fixture(fx_set_t *sets, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        for (size_t i = 0; i < sets[k].n; i++) {
+            free(sets[k].v[i].text);
+            free(sets[k].v[i].ids);
+        }
+        free(sets[k].v);
+    }
+    free(sets);
+}
+
+/* Encodes every line; prints the differences; returns how many matched. */
+static size_t match_lines(const lam_tok_t *t, const fx_line_t *v, size_t n) {
+    size_t matched = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t ni;
+        int32_t *ids = enc(t, v[i].text, v[i].len, false, true, &ni);
+        if (ids_equal(ids, ni, v[i].ids, v[i].n_ids)) {
+            matched++;
+        } else {
+            printf("\n  line %zu differs: \"%.*s\"\n", i, (int)(v[i].len > 80 ? 80 : v[i].len), v[i].text);
+            print_ids("llama.cpp", v[i].ids, v[i].n_ids);
+            print_ids("lamina   ", ids, ni);
+        }
+        free(ids);
+    }
+    return matched;
 }
 
 static void test_fixture_matches_llamacpp(void) {
     if (!need_model()) return;
     CU_ASSERT_FATAL(g_fx_ok);
-    size_t matched = 0;
-    for (size_t i = 0; i < g_n_fx; i++) {
-        size_t n;
-        int32_t *ids = enc(g_tok, g_fx[i].text, g_fx[i].len, false, true, &n);
-        if (ids_equal(ids, n, g_fx[i].ids, g_fx[i].n_ids)) {
-            matched++;
-        } else {
-            printf("\n  fixture line %zu differs: \"%.*s\"\n", i, (int)(g_fx[i].len > 80 ? 80 : g_fx[i].len),
-                   g_fx[i].text);
-            print_ids("llama.cpp", g_fx[i].ids, g_fx[i].n_ids);
-            print_ids("lamina   ", ids, n);
-        }
-        free(ids);
-    }
+    size_t matched = match_lines(g_tok, g_fx, g_n_fx);
     printf("\n  fixture: %zu/%zu strings tokenised exactly as llama.cpp ", matched, g_n_fx);
     CU_ASSERT_EQUAL(matched, g_n_fx);
+}
+
+/* The model's vocabulary and merges, read into a spec by hand, with
+ * another pre-tokenizer: checks lam_tok_create on a real vocabulary and
+ * the llama3 / gpt2 splitters against llama.cpp. */
+static lam_tok_t *model_vocab_with_pre(lam_tok_pre_t pre) {
+    lam_gguf_vtype_t et;
+    uint64_t n_tok, n_mrg;
+    const void *data;
+    if (lam_gguf_get_arr(g_gguf, "tokenizer.ggml.tokens", &et, &n_tok, &data) ||
+        lam_gguf_get_arr(g_gguf, "tokenizer.ggml.merges", &et, &n_mrg, &data) ||
+        lam_gguf_get_arr(g_gguf, "tokenizer.ggml.token_type", &et, &n_tok, &data))
+        return NULL;
+    const char **tok = malloc(n_tok * sizeof(char *)), **mrg = malloc(n_mrg * sizeof(char *));
+    size_t *tl = malloc(n_tok * sizeof(size_t)), *ml = malloc(n_mrg * sizeof(size_t));
+    int32_t *types = malloc(n_tok * sizeof(int32_t));
+    memcpy(types, data, n_tok * sizeof(int32_t));
+    lam_gguf_str_t str;
+    for (uint64_t i = 0; i < n_tok; i++) {
+        lam_gguf_get_arr_str(g_gguf, "tokenizer.ggml.tokens", i, &str);
+        tok[i] = str.ptr;
+        tl[i] = (size_t)str.len;
+    }
+    for (uint64_t i = 0; i < n_mrg; i++) {
+        lam_gguf_get_arr_str(g_gguf, "tokenizer.ggml.merges", i, &str);
+        mrg[i] = str.ptr;
+        ml[i] = (size_t)str.len;
+    }
+    lam_tok_spec_t spec;
+    lam_tok_spec_init(&spec, LAM_TOK_MODEL_BPE);
+    spec.pre = pre;
+    spec.n_vocab = (int32_t)n_tok;
+    spec.tokens = tok;
+    spec.token_lens = tl;
+    spec.types = types;
+    spec.merges = mrg;
+    spec.merge_lens = ml;
+    spec.n_merges = (size_t)n_mrg;
+    spec.bos = 1;
+    spec.eos = 2;
+    lam_tok_t *t = NULL;
+    CU_ASSERT_EQUAL(lam_tok_create(&spec, &t), LAM_OK);
+    free(tok);
+    free(tl);
+    free(mrg);
+    free(ml);
+    free(types);
+    return t;
+}
+
+static void test_bpe_variants(void) {
+    if (!need_model()) return;
+    CU_ASSERT_FATAL(g_var_ok);
+    for (size_t k = 0; k < g_n_var; k++) {
+        lam_tok_pre_t pre;
+        if (!strcmp(g_var[k].name, "llama-bpe")) pre = LAM_TOK_PRE_LLAMA3;
+        else if (!strcmp(g_var[k].name, "gpt-2")) pre = LAM_TOK_PRE_GPT2;
+        else {
+            printf("\n  unknown section '%s'\n", g_var[k].name);
+            CU_FAIL("unknown fixture section");
+            continue;
+        }
+        lam_tok_t *t = model_vocab_with_pre(pre);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+        size_t matched = match_lines(t, g_var[k].v, g_var[k].n);
+        printf("\n  pre %s: %zu/%zu strings as llama.cpp", g_var[k].name, matched, g_var[k].n);
+        CU_ASSERT_EQUAL(matched, g_var[k].n);
+        bool covered[256];
+        byte_coverage(t, covered);
+        for (size_t i = 0; i < g_var[k].n; i++) {
+            const fx_line_t *l = &g_var[k].v[i];
+            bool spellable = true;
+            for (size_t j = 0; j < l->len; j++) spellable = spellable && covered[(unsigned char)l->text[j]];
+            if (spellable && !round_trip(t, l->text, l->len, true)) CU_FAIL("round trip");
+        }
+        lam_tok_free(t);
+    }
+    printf(" ");
 }
 
 static void test_fixture_round_trip(void) {
@@ -337,10 +455,6 @@ static size_t random_text(char *buf, size_t cap, bool raw, bool specials, bool n
             if (!covered[(unsigned char)buf[i]]) n = start; /* not spellable: drop it */
     }
     return n;
-}
-
-static void byte_coverage(const lam_tok_t *t, bool *covered) {
-    for (int b = 0; b < 256; b++) covered[b] = lam_tok_byte_token(t, (uint8_t)b) != LAM_TOK_NULL;
 }
 
 static void test_random_round_trip(void) {
@@ -647,6 +761,60 @@ static void test_small_bpe(void) {
     free(ids);
     CU_ASSERT_TRUE(lam_tok_is_eog(t, end));
     lam_tok_free(t);
+}
+
+/* Which chat format and default system message a template implies. */
+static void test_chat_detect(void) {
+    static const struct {
+        const char *tmpl;
+        bool supported;
+        lam_chat_format_t fmt;
+        const char *default_system;
+    } cases[] = {
+        {NULL, true, LAM_CHAT_CHATML, NULL},
+        /* SmolLM2's, with a real newline and with a Jinja "\n" escape */
+        {"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+         "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+         "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+         "'<|im_end|>' + '\n'}}{% endfor %}",
+         true, LAM_CHAT_CHATML, "You are a helpful AI assistant named SmolLM, trained by Hugging Face"},
+        {"{{ '<|im_start|>system\\nBe kind.\\nAlways.<|im_end|>\\n' }}{{ '<|im_start|>' + m['role'] }}",
+         true, LAM_CHAT_CHATML, "Be kind.\nAlways."},
+        /* Qwen2.5 style: the first system header is followed by an expression */
+        {"{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + "
+         "'<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen.<|im_end|>\n' }}{%- endif %}",
+         true, LAM_CHAT_CHATML, "You are Qwen."},
+        {"{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}",
+         true, LAM_CHAT_CHATML, NULL},
+        {"{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}", true, LAM_CHAT_LLAMA3, NULL},
+        {"{{ '[INST] ' + message['content'] + ' [/INST]' }}", false, LAM_CHAT_CHATML, NULL},
+    };
+    small_bpe_t v;
+    small_bpe_init(&v);
+    small_add(&v, "ab", LAM_TOK_TYPE_NORMAL);
+    const char *merges[] = {"a b"};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        lam_tok_spec_t spec;
+        lam_tok_spec_init(&spec, LAM_TOK_MODEL_BPE);
+        spec.n_vocab = v.n;
+        spec.tokens = v.tokens;
+        spec.types = v.types;
+        spec.merges = merges;
+        spec.n_merges = 1;
+        spec.chat_template = cases[i].tmpl;
+        spec.chat_template_len = cases[i].tmpl ? strlen(cases[i].tmpl) : 0;
+        lam_tok_t *t = NULL;
+        CU_ASSERT_EQUAL_FATAL(lam_tok_create(&spec, &t), LAM_OK);
+        lam_chat_format_t fmt = (lam_chat_format_t)-1;
+        bool sup = lam_tok_chat_format(t, &fmt);
+        const char *ds = lam_tok_chat_default_system(t);
+        bool ok = sup == cases[i].supported && (!sup || fmt == cases[i].fmt) &&
+                  ((ds == NULL) == (cases[i].default_system == NULL)) &&
+                  (!ds || strcmp(ds, cases[i].default_system) == 0);
+        if (!ok) printf("\n  chat template case %zu: supported %d fmt %d default '%s'\n", i, sup, (int)fmt, ds ? ds : "(none)");
+        CU_ASSERT_TRUE(ok);
+        lam_tok_free(t);
+    }
 }
 
 /* SentencePiece vocabulary: <unk> <s> </s>, 256 byte tokens, then pieces. */
@@ -1004,13 +1172,18 @@ static int suite_init(void) {
     if (!g_seed) g_seed = 1;
     g_rng = g_seed;
     printf("tokenizer tests: seed %llu (LAMINA_TEST_SEED to repeat)\n", (unsigned long long)g_seed);
-    g_fx_ok = load_fixture();
+    g_fx_ok = load_fixture("tests/fixtures/smollm2_tokens.txt", &g_fxs, &g_n_fxs);
+    if (g_fx_ok) {
+        g_fx = g_fxs[0].v;
+        g_n_fx = g_fxs[0].n;
+    }
+    g_var_ok = load_fixture("tests/tokenizer/bpe_variants_tokens.txt", &g_var, &g_n_var);
 
     char path[1024];
     bool skip = false;
     if (!fx_model_path(path, sizeof(path), &skip)) {
         g_skip_model = skip;
-        snprintf(g_model_err, sizeof(g_model_err), "test model missing (see above)");
+        snprintf(g_model_err, sizeof(g_model_err), "test model %s is missing", path);
         return 0;
     }
     char err[256];
@@ -1027,11 +1200,8 @@ static int suite_init(void) {
 static int suite_clean(void) {
     lam_tok_free(g_tok);
     lam_gguf_close(g_gguf);
-    for (size_t i = 0; i < g_n_fx; i++) {
-        free(g_fx[i].text);
-        free(g_fx[i].ids);
-    }
-    free(g_fx);
+    free_fixture(g_fxs, g_n_fxs);
+    free_fixture(g_var, g_n_var);
     return 0;
 }
 
@@ -1044,9 +1214,11 @@ int main(void) {
     CU_add_test(s, "SentencePiece from GGUF", test_spm_gguf);
     CU_add_test(s, "malformed metadata", test_bad_metadata);
     CU_add_test(s, "chat template", test_chat_template);
+    CU_add_test(s, "chat template detection", test_chat_detect);
     CU_add_test(s, "model metadata", test_model_metadata);
     CU_add_test(s, "llama.cpp fixture ids", test_fixture_matches_llamacpp);
     CU_add_test(s, "fixture round trips", test_fixture_round_trip);
+    CU_add_test(s, "llama3 / gpt2 pre-tokenizers vs llama.cpp", test_bpe_variants);
     CU_add_test(s, "special tokens", test_special_parsing);
     CU_add_test(s, "random round trips", test_random_round_trip);
     CU_add_test(s, "long inputs", test_long_input);

@@ -1,0 +1,201 @@
+/* lamina-bench: benchmarks that print a ratio against a ceiling measured in
+ * the same run, and optionally write the results as JSON.
+ *
+ *   lamina-bench reference [--model M] [--threads N] [--no-peer] [--json FILE]
+ *     reference-engine decode tokens/s at batch 1 and 16 on the model, next
+ *     to llama.cpp (scripts/peer/bench-llama-cpp.sh: llama-bench and
+ *     llama-batched-bench) on the same model and thread count. */
+#include "common/gguf.h"
+#include "common/log.h"
+#include "common/model.h"
+#include "compute_node/engine.h"
+#include "compute_node/generate.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct bench_opts {
+    char model[4096];
+    int threads;
+    bool peer;
+    const char *json;
+} bench_opts_t;
+
+/* Shapes match the peer's commands: llama-bench -p 0 -n 64 (one sequence,
+ * 64 decode steps), llama-batched-bench -npp 16 -ntg 32 -npl 16. */
+typedef struct shape {
+    const char *name;
+    int batch, prompt, gen;
+    const char *peer_key;
+} shape_t;
+
+static const shape_t g_shapes[] = {
+    {"decode_b1", 1, 1, 64, "llama_cpp_tg_b1_tps"},
+    {"decode_b16", 16, 16, 32, "llama_cpp_tg_b16_tps"},
+};
+#define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
+
+static double run_shape(const lam_model_t *m, const shape_t *s)
+{
+    lam_engine_opts_t eo = {.n_slots = s->batch, .max_ctx = s->prompt + s->gen + 1, .max_batch_tokens = 512};
+    lam_engine_t *e = NULL;
+    if (lam_engine_create(m, &eo, &e) != LAM_OK)
+        return -1.0;
+    lam_gen_seq_t *seqs = calloc((size_t)s->batch, sizeof *seqs);
+    int32_t *prompts = malloc((size_t)s->batch * s->prompt * sizeof *prompts);
+    int32_t *outs = malloc((size_t)s->batch * s->gen * sizeof *outs);
+    for (int i = 0; i < s->batch * s->prompt; i++)
+        prompts[i] = 1000 + (i * 7919) % 20000; /* arbitrary ordinary tokens */
+    for (int b = 0; b < s->batch; b++)
+        seqs[b] = (lam_gen_seq_t){.prompt = prompts + b * s->prompt, .n_prompt = s->prompt, .max_new = s->gen,
+                                  .sp = {.temperature = 0.0f, .top_p = 1.0f}, .out = outs + b * s->gen};
+    lam_gen_stats_t st = {0};
+    lam_status_t rc = lam_generate_batch(e, seqs, s->batch, NULL, &st);
+    free(seqs);
+    free(prompts);
+    free(outs);
+    lam_engine_free(e);
+    if (rc != LAM_OK || st.decode_s <= 0)
+        return -1.0;
+    return (double)st.decode_tokens / st.decode_s;
+}
+
+/* Runs the llama.cpp peer; fills tps[] in g_shapes order (0 if missing). */
+static bool run_peer(const bench_opts_t *o, double *tps)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s/scripts/peer/bench-llama-cpp.sh' '%s' %d", LAM_SOURCE_DIR, o->model, o->threads);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return false;
+    char line[256], key[64];
+    double v;
+    while (fgets(line, sizeof line, p))
+        if (sscanf(line, "%63s %lf", key, &v) == 2)
+            for (size_t i = 0; i < N_SHAPES; i++)
+                if (!strcmp(key, g_shapes[i].peer_key))
+                    tps[i] = v;
+    int rc = pclose(p);
+    return rc == 0;
+}
+
+static int bench_reference(const bench_opts_t *o)
+{
+    lam_gguf_t *g = NULL;
+    lam_model_t *m = NULL;
+    char err[512];
+    if (lam_gguf_open(o->model, &g, err, sizeof err) != LAM_OK || lam_model_load(g, &m) != LAM_OK) {
+        lam_gguf_close(g);
+        return 1;
+    }
+    double ours[N_SHAPES], peer[N_SHAPES] = {0};
+    run_shape(m, &g_shapes[0]); /* warm-up: page in weights, start threads */
+    for (size_t i = 0; i < N_SHAPES; i++)
+        ours[i] = run_shape(m, &g_shapes[i]);
+    bool have_peer = o->peer && run_peer(o, peer);
+    if (o->peer && !have_peer)
+        fprintf(stderr, "lamina-bench: the llama.cpp peer did not run (scripts/peer/build-llama-cpp.sh)\n");
+
+    printf("reference engine vs llama.cpp, %d threads, %s\n", o->threads, o->model);
+    printf("%-12s %6s %8s %6s %14s %16s %8s\n", "shape", "batch", "prompt", "gen", "lamina tok/s", "llama.cpp tok/s",
+           "ratio");
+    json_t *res = json_array();
+    for (size_t i = 0; i < N_SHAPES; i++) {
+        const shape_t *s = &g_shapes[i];
+        double ratio = have_peer && peer[i] > 0 ? ours[i] / peer[i] : 0.0;
+        printf("%-12s %6d %8d %6d %14.1f ", s->name, s->batch, s->prompt, s->gen, ours[i]);
+        if (have_peer && peer[i] > 0)
+            printf("%16.1f %8.3f\n", peer[i], ratio);
+        else
+            printf("%16s %8s\n", "n/a", "n/a");
+        json_t *r = json_pack("{s:s, s:s, s:f, s:i, s:i, s:i, s:i}", "name", s->name, "metric", "decode_tokens_per_s",
+                              "value", ours[i], "batch", s->batch, "prompt", s->prompt, "gen", s->gen,
+                              "threads", o->threads);
+        if (have_peer && peer[i] > 0) {
+            json_object_set_new(r, "ceiling", json_real(peer[i]));
+            json_object_set_new(r, "ceiling_name", json_string("llama.cpp"));
+            json_object_set_new(r, "ratio", json_real(ratio));
+        }
+        json_array_append_new(res, r);
+    }
+    int rc = 0;
+    if (o->json) {
+        char host[256] = "unknown";
+        gethostname(host, sizeof host - 1);
+        json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:o}", "tool", "lamina-bench", "mode", "reference",
+                                "machine", host, "unix_time", (json_int_t)time(NULL), "results", res);
+        json_object_set_new(doc, "model", json_string(o->model));
+        if (json_dump_file(doc, o->json, JSON_INDENT(2)) != 0) {
+            fprintf(stderr, "lamina-bench: cannot write %s\n", o->json);
+            rc = 1;
+        }
+        json_decref(doc);
+    } else {
+        json_decref(res);
+    }
+    lam_model_free(m);
+    lam_gguf_close(g);
+    return rc;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: lamina-bench MODE [options]\n"
+               "modes:\n"
+               "  reference    reference-engine decode tokens/s at batch 1 and 16 vs llama.cpp\n"
+               "options:\n"
+               "  -m, --model PATH   GGUF model (default: the shipped SmolLM2 in ~/.cache/lamina)\n"
+               "  -t, --threads N    threads for both engines (default: all cores)\n"
+               "      --no-peer      do not run llama.cpp (no ratio)\n"
+               "      --json FILE    also write the results as JSON\n");
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_NOPEER = 256, O_JSON };
+    static const struct option lopts[] = {{"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
+                                          {"no-peer", no_argument, 0, O_NOPEER}, {"json", required_argument, 0, O_JSON},
+                                          {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bench_opts_t o = {.peer = true, .threads = omp_get_num_procs()};
+    lam_model_default_path(o.model, sizeof o.model);
+    if (argc < 2 || argv[1][0] == '-') {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *mode = argv[1];
+    optind = 2;
+    int c;
+    while ((c = getopt_long(argc, argv, "m:t:h", lopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': snprintf(o.model, sizeof o.model, "%s", optarg); break;
+        case 't': {
+            char *end;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno || *end || v < 1 || v > 4096) {
+                fprintf(stderr, "lamina-bench: invalid thread count '%s'\n", optarg);
+                return 2;
+            }
+            o.threads = (int)v;
+            break;
+        }
+        case O_NOPEER: o.peer = false; break;
+        case O_JSON: o.json = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    omp_set_num_threads(o.threads);
+    if (!strcmp(mode, "reference"))
+        return bench_reference(&o);
+    fprintf(stderr, "lamina-bench: unknown mode '%s'\n", mode);
+    usage(stderr);
+    return 2;
+}
