@@ -6,10 +6,15 @@
  *   llama3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
  *           ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
  *
- * \s is the Unicode White_Space property. Text is decoded leniently the way
- * llama.cpp does it (structure only), and a byte that starts no valid
- * sequence counts as one U+FFFD character, so words are byte ranges of the
- * input and every input byte lands in exactly one word.
+ * \s is the Unicode White_Space property. Letters and numbers follow
+ * Unicode 15.1 as llama.cpp's tables do: utf8proc 2.8 has 15.0, so CJK
+ * Extension I is patched in (comparing the class of every code point found
+ * no other difference).
+ *
+ * Text is decoded leniently, the way llama.cpp does it (structure only); a
+ * byte that starts no valid sequence counts as one U+FFFD character, so
+ * words are byte ranges of the input and every input byte lands in exactly
+ * one word.
  */
 #include <stdlib.h>
 #include <utf8proc.h>
@@ -37,6 +42,8 @@ static uint8_t cp_flags(uint32_t c) {
         return is_white_space(c) ? (uint8_t)(f | CPF_WS) : f;
     }
     if (c > 0x10ffff) return f;
+    if (c >= 0x2ebf0 && c <= 0x2ee5d) return f | CPF_L; /* CJK Ext. I (Unicode 15.1, Lo):
+                                                            newer than utf8proc 2.8's data */
     if (is_white_space(c)) f |= CPF_WS;
     switch (utf8proc_category((utf8proc_int32_t)c)) {
     case UTF8PROC_CATEGORY_LU:

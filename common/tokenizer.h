@@ -26,9 +26,9 @@
  * and owned by the caller unless stated otherwise.
  *
  * Lives in common/: tokenizer.c (build, lookup tables, decode), tok_gguf.c
- * (GGUF metadata), tok_encode.c
- * (special-token partition, BPE and SPM merging), tok_pretok.c (hand-written
- * pre-tokenizer matchers on utf8proc categories), tok_chat.c (chat prompts).
+ * (GGUF metadata), tok_encode.c (special-token partition, BPE and SPM
+ * merging), tok_pretok.c (hand-written pre-tokenizer matchers on utf8proc
+ * categories), tok_chat.c (chat prompts); tok_internal.h is theirs only.
  */
 #ifndef LAM_TOKENIZER_H
 #define LAM_TOKENIZER_H
@@ -93,7 +93,9 @@ typedef struct lam_tok_spec {
 
 typedef struct lam_tok lam_tok_t;
 
-/* Fills *spec with the defaults for `model` (no vocabulary). */
+/* Fills *spec with llama.cpp's defaults for `model` and no vocabulary:
+ * all ids LAM_TOK_NULL, pre gpt2; SPM also add_bos and add_space_prefix
+ * (so an SPM spec needs a bos id). */
 void lam_tok_spec_init(lam_tok_spec_t *spec, lam_tok_model_t model);
 
 /* Builds a tokenizer from GGUF tokenizer.* metadata. Bad metadata (missing

@@ -214,7 +214,7 @@ static void test_hf_config(void)
 
     static const struct { const char *text, *want; } bad[] = {
         {"{\n  \"hidden_size\": 4096,\n  oops\n}\n", ":3:"},
-        {"{\n  \"num_hidden_layers\": 32,\n  \"hidden_size\": -4096,\n}\n",
+        {"{\n  \"num_hidden_layers\": 32,\n  \"hidden_size\": -4096,\n  \"vocab_size\": 8\n}\n",
          ":3: 'hidden_size' must be a positive integer: '\"hidden_size\": -4096,'"},
         {"{\"num_hidden_layers\": 32, \"hidden_size\": 4096}", "required key 'intermediate_size'"},
         {"{\"num_hidden_layers\": 32, \"hidden_size\": 4096, \"intermediate_size\": 1,\n"

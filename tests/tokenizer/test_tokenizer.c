@@ -584,6 +584,8 @@ static const split_case_t split_cases[] = {
     {LAM_TOK_PRE_GPT2, " \t!", {" ", "\t", "!"}},
     {LAM_TOK_PRE_GPT2, "caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87\xef\xbc\x8c", {"caf\xc3\xa9", " \xe4\xb8\xad\xe6\x96\x87", "\xef\xbc\x8c"}},
     {LAM_TOK_PRE_GPT2, "a\xc2\xa0" "b", {"a", "\xc2\xa0", "b"}},
+    /* U+2EE58, CJK Ext. I (Unicode 15.1), is a letter */
+    {LAM_TOK_PRE_GPT2, "\xf0\xae\xb9\x98're", {"\xf0\xae\xb9\x98", "'re"}},
     {LAM_TOK_PRE_SMOLLM, "abc123 4x", {"abc", "1", "2", "3", " ", "4", "x"}},
     {LAM_TOK_PRE_SMOLLM, "v2.0 \xd9\xa3", {"v", "2", ".", "0", " ", "\xd9\xa3"}},
     {LAM_TOK_PRE_SMOLLM, "x 1", {"x", " ", "1"}},

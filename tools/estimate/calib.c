@@ -173,6 +173,10 @@ lam_status_t lam_est_calib_fit(const char *path, const lam_est_catalog_t *c, con
     }
     const char *machine = json_string_value(json_object_get(root, "machine"));
     snprintf(cal.machine, sizeof cal.machine, "%s", machine ? machine : "unnamed");
+    /* the name goes into catalog lines, where '|' and '#' have a meaning */
+    for (char *p = cal.machine; *p; p++)
+        if (*p == '|' || *p == '#' || *p == '\n' || *p == '\r')
+            *p = '_';
     const char *file_dev = json_string_value(json_object_get(root, "device"));
     if (!device)
         device = file_dev;
@@ -291,9 +295,13 @@ static void today(char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%d", &tm);
 }
 
-void lam_est_calib_write_overlay(FILE *f, const lam_est_calib_t *cal, const char *source)
+void lam_est_calib_write_overlay(FILE *f, const lam_est_calib_t *cal, const char *path)
 {
-    char date[16];
+    char date[16], source[256];
+    snprintf(source, sizeof source, "%s", path);
+    for (char *p = source; *p; p++)
+        if (*p == '|' || *p == '#' || *p == '\n' || *p == '\r')
+            *p = '_';
     today(date, sizeof date);
     fprintf(f, "# lamina-estimate calibration overlay: from %s (machine '%s')\n", source,
             cal->machine);

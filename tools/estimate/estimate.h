@@ -280,8 +280,9 @@ typedef struct lam_est_plot {
 lam_status_t lam_est_svg_write(const char *path, const lam_est_plot_t *p, char *err,
                                size_t errlen);
 
-/* Tokens/s per USD/h against context length (prompt = ctx - mean output) for
- * each configuration; points that are infeasible or miss the SLOs are left out. */
+/* Tokens/s per USD/h against context length for each configuration, keeping
+ * the workload's prompt:output proportion; points that are infeasible or
+ * miss the SLOs are left out. */
 lam_status_t lam_est_plot_context(const char *path, const lam_est_model_t *m,
                                   const lam_est_catalog_t *c, const lam_est_workload_t *w,
                                   const lam_est_config_t *cfgs, int n, const double *ctxs,

@@ -5,6 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Scales every point of a length distribution by f (at least 1 token). */
+static void scale_dist(lam_est_dist_t *d, double f)
+{
+    for (int i = 0; i < d->n; i++)
+        d->v[i] = fmax(1, round(d->v[i] * f));
+}
+
 lam_status_t lam_est_plot_context(const char *path, const lam_est_model_t *m,
                                   const lam_est_catalog_t *c, const lam_est_workload_t *w,
                                   const lam_est_config_t *cfgs, int n, const double *ctxs,
@@ -17,27 +24,24 @@ lam_status_t lam_est_plot_context(const char *path, const lam_est_model_t *m,
         free(ys);
         return LAM_ERR_NO_MEMORY;
     }
-    lam_est_workload_t wc = *w;
-    double eo = round(lam_est_dist_mean(&w->output));
+    double ep = lam_est_dist_mean(&w->prompt), eo = lam_est_dist_mean(&w->output);
     for (int i = 0; i < n; i++) {
         for (int k = 0; k < n_ctx; k++) {
-            double *y = &ys[(size_t)i * n_ctx + k];
-            *y = NAN;
-            if (ctxs[k] - eo < 1)
-                continue;
-            lam_est_dist_fixed(&wc.prompt, ctxs[k] - eo);
+            /* keep the workload's prompt:output proportion at every length */
+            lam_est_workload_t wc = *w;
+            scale_dist(&wc.prompt, ctxs[k] / (ep + eo));
+            scale_dist(&wc.output, ctxs[k] / (ep + eo));
             lam_est_result_t r;
             lam_est_evaluate(m, c, &wc, &cfgs[i], &r, NULL, 0);
-            if (r.feasible && r.slo_ok)
-                *y = r.tok_s_per_usd_h;
+            ys[(size_t)i * n_ctx + k] = r.feasible && r.slo_ok ? r.tok_s_per_usd_h : NAN;
         }
         s[i] = (lam_est_series_t){cfgs[i].label, n_ctx, ctxs, &ys[(size_t)i * n_ctx]};
     }
     char title[160];
-    snprintf(title, sizeof title, "%s: throughput per dollar vs context (output %.0f tokens)",
-             m->name, eo);
-    lam_est_plot_t p = {title, "context length (tokens)", "output tokens/s per USD/h", true, true,
-                        n, s};
+    snprintf(title, sizeof title, "%s: tokens/s per $/h vs context (prompt:output %.0f:%.0f)",
+             m->name, ep, eo);
+    lam_est_plot_t p = {title, "context length = prompt + output (tokens)",
+                        "output tokens/s per USD/h", true, true, n, s};
     lam_status_t st = lam_est_svg_write(path, &p, err, errlen);
     free(ys);
     free(s);

@@ -146,8 +146,10 @@ lam_status_t lam_est_svg_write(const char *path, const lam_est_plot_t *p, char *
         fr.x1 = 2;
         fr.y1 = 1;
     }
-    if (!p->logx && fr.x0 > 0)
-        fr.x0 = 0;
+    if (!p->logx) {
+        fr.x0 = fr.x0 > 0 ? 0 : fr.x0;
+        fr.x1 = fr.x1 > fr.x0 ? fr.x1 * 1.05 : fr.x0 + 1;
+    }
     fr.y1 = fr.y1 > fr.y0 ? fr.y1 * 1.08 : fr.y0 + 1;
     FILE *f = fopen(path, "w");
     if (!f) {

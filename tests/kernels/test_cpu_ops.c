@@ -1,0 +1,230 @@
+/* CPU kernels against plain double-precision references on fresh random
+ * inputs (the seed is printed), awkward shapes, NaN/Inf checks and guard
+ * values around every output. */
+#include "common/dtype.h"
+#include "kernels/cpu/ops.h"
+
+#include <CUnit/Basic.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define GUARD 16
+#define GUARD_VAL 1234.5f
+
+static float frand(void) { return (float)rand() / RAND_MAX * 2.0f - 1.0f; }
+
+static float *guarded(size_t n)
+{
+    float *p = malloc((n + 2 * GUARD) * sizeof *p);
+    for (size_t i = 0; i < n + 2 * GUARD; i++)
+        p[i] = GUARD_VAL;
+    return p + GUARD;
+}
+
+static bool guards_ok(const float *p, size_t n)
+{
+    for (int i = 1; i <= GUARD; i++)
+        if (p[-i] != GUARD_VAL || p[n + i - 1] != GUARD_VAL)
+            return false;
+    return true;
+}
+
+static void guarded_free(float *p) { free(p - GUARD); }
+
+/* Normalised mean squared error, as ggml's backend tests use. */
+static double nmse(const float *y, const double *ref, size_t n)
+{
+    double e = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        e += (y[i] - ref[i]) * (y[i] - ref[i]);
+        r += ref[i] * ref[i];
+    }
+    return r > 0 ? e / r : e;
+}
+
+static bool all_finite(const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(y[i]))
+            return false;
+    return true;
+}
+
+static void test_matmul(void)
+{
+    int shapes[][3] = {{1, 576, 192}, {3, 37, 5}, {75, 64, 33}, {1, 1, 1}, {16, 1536, 7}, {5, 100, 129}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int T = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
+        float *x = malloc((size_t)T * I * 4), *W = malloc((size_t)O * I * 4), *bias = malloc(O * 4);
+        float *y = guarded((size_t)T * O);
+        double *ref = malloc((size_t)T * O * sizeof *ref);
+        for (int i = 0; i < T * I; i++) x[i] = frand();
+        for (int i = 0; i < O * I; i++) W[i] = frand();
+        for (int i = 0; i < O; i++) bias[i] = frand();
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < O; o++) {
+                double acc = bias[o];
+                for (int i = 0; i < I; i++)
+                    acc += (double)x[t * I + i] * W[o * I + i];
+                ref[t * O + o] = acc;
+            }
+        lam_matmul_f32(y, x, W, bias, T, I, O);
+        CU_ASSERT(guards_ok(y, (size_t)T * O));
+        CU_ASSERT(all_finite(y, (size_t)T * O));
+        CU_ASSERT(nmse(y, ref, (size_t)T * O) < 1e-10);
+        free(x); free(W); free(bias); free(ref);
+        guarded_free(y);
+    }
+}
+
+static void test_rmsnorm_swiglu_softmax(void)
+{
+    int n = 577;
+    float *x = malloc(n * 4), *w = malloc(n * 4), *y = guarded(n), *u = malloc(n * 4);
+    double *ref = malloc(n * sizeof *ref);
+    for (int i = 0; i < n; i++) { x[i] = frand() * 3; w[i] = frand(); u[i] = frand(); }
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    for (int i = 0; i < n; i++) ref[i] = x[i] / sqrt(ss / n + 1e-5) * w[i];
+    lam_rmsnorm_f32(y, x, w, n, 1e-5f);
+    CU_ASSERT(guards_ok(y, n) && nmse(y, ref, n) < 1e-12);
+
+    memcpy(y, x, n * 4);
+    for (int i = 0; i < n; i++) ref[i] = x[i] / (1 + exp(-(double)x[i])) * u[i];
+    lam_swiglu_f32(y, u, n);
+    CU_ASSERT(guards_ok(y, n) && nmse(y, ref, n) < 1e-12);
+
+    memcpy(y, x, n * 4);
+    y[3] = 80.0f; /* large logit: must not overflow */
+    double mx = 80.0, sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((i == 3 ? 80.0 : x[i]) - mx);
+    for (int i = 0; i < n; i++) ref[i] = exp((i == 3 ? 80.0 : x[i]) - mx) / sum;
+    lam_softmax_f32(y, n);
+    CU_ASSERT(guards_ok(y, n) && all_finite(y, n) && nmse(y, ref, n) < 1e-12);
+    free(x); free(w); free(u); free(ref);
+    guarded_free(y);
+}
+
+static void test_rope(void)
+{
+    int heads = 3, hd = 64, n_rot = 64;
+    float theta = 100000.0f;
+    for (int neox = 0; neox <= 1; neox++)
+        for (int pos = 0; pos < 300; pos += 37) {
+            float *x = guarded((size_t)heads * hd);
+            double *ref = malloc((size_t)heads * hd * sizeof *ref);
+            for (int i = 0; i < heads * hd; i++) x[i] = frand();
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < n_rot / 2; i++) {
+                    int a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
+                    double ang = pos * pow(theta, -2.0 * i / n_rot);
+                    double x0 = x[h * hd + a], x1 = x[h * hd + b];
+                    ref[h * hd + a] = x0 * cos(ang) - x1 * sin(ang);
+                    ref[h * hd + b] = x0 * sin(ang) + x1 * cos(ang);
+                }
+            lam_rope_f32(x, heads, hd, n_rot, pos, theta, 1.0f, NULL, neox);
+            CU_ASSERT(guards_ok(x, (size_t)heads * hd));
+            CU_ASSERT(nmse(x, ref, (size_t)heads * hd) < 1e-9);
+            free(ref);
+            guarded_free(x);
+        }
+}
+
+static void test_attention(void)
+{
+    int cases[][4] = {{9, 3, 64, 1}, {9, 3, 64, 37}, {8, 1, 16, 75}, {4, 4, 8, 3}, {24, 3, 32, 129}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int H = cases[c][0], KV = cases[c][1], hd = cases[c][2], n = cases[c][3], stride = KV * hd;
+        float *q = malloc((size_t)H * hd * 4), *K = malloc((size_t)n * stride * 4), *V = malloc((size_t)n * stride * 4);
+        float *out = guarded((size_t)H * hd), *scratch = malloc(n * 4);
+        double *ref = calloc((size_t)H * hd, sizeof *ref), *p = malloc(n * sizeof *p);
+        for (int i = 0; i < H * hd; i++) q[i] = frand() * 2;
+        for (int i = 0; i < n * stride; i++) { K[i] = frand() * 2; V[i] = frand(); }
+        for (int h = 0; h < H; h++) {
+            int g = h / (H / KV);
+            double mx = -1e300, sum = 0;
+            for (int t = 0; t < n; t++) {
+                double s = 0;
+                for (int d = 0; d < hd; d++) s += (double)q[h * hd + d] * K[t * stride + g * hd + d];
+                p[t] = s / sqrt((double)hd);
+                mx = fmax(mx, p[t]);
+            }
+            for (int t = 0; t < n; t++) { p[t] = exp(p[t] - mx); sum += p[t]; }
+            for (int t = 0; t < n; t++)
+                for (int d = 0; d < hd; d++) ref[h * hd + d] += p[t] / sum * V[t * stride + g * hd + d];
+        }
+        lam_attn_ref_f32(out, q, K, V, n, H, KV, hd, stride, scratch);
+        CU_ASSERT(guards_ok(out, (size_t)H * hd) && all_finite(out, (size_t)H * hd));
+        CU_ASSERT(nmse(out, ref, (size_t)H * hd) < 1e-10);
+        free(q); free(K); free(V); free(scratch); free(ref); free(p);
+        guarded_free(out);
+    }
+}
+
+static void test_act_round(void)
+{
+    int n = 512;
+    float *x = malloc(n * 4), *y = guarded(n), *corr = malloc((n / 32) * 4);
+    for (int i = 0; i < n; i++) x[i] = frand() * 5;
+    lam_act_round_q8_32(y, x, n, corr);
+    CU_ASSERT(guards_ok(y, n));
+    for (int b = 0; b < n; b += 32) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b + j]));
+        float d = lam_fp16_to_fp32(lam_fp32_to_fp16(amax / 127));
+        for (int j = 0; j < 32; j++) {
+            float q = y[b + j] / d;
+            CU_ASSERT(fabsf(q - rintf(q)) < 1e-3f && fabsf(q) <= 127.5f); /* an integer multiple of d */
+            CU_ASSERT(fabsf(y[b + j] - x[b + j]) <= 0.51f * amax / 127 + 1e-3f * amax);
+        }
+    }
+    lam_act_round_q8_k(y, x, n);
+    CU_ASSERT(guards_ok(y, n));
+    for (int i = 0; i < n; i++)
+        CU_ASSERT(fabsf(y[i] - x[i]) <= 5.0f / 127 * 0.51f + 1e-4f);
+    free(x); free(corr);
+    guarded_free(y);
+}
+
+static void test_fp16_roundtrip(void)
+{
+    /* every fp16 value converts to float and back unchanged (NaNs stay NaN) */
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = lam_fp16_to_fp32((uint16_t)h);
+        uint16_t back = lam_fp32_to_fp16(f);
+        if (isnan(f)) {
+            CU_ASSERT(isnan(lam_fp16_to_fp32(back)));
+        } else {
+            CU_ASSERT(back == h);
+        }
+    }
+    CU_ASSERT(lam_fp32_to_fp16(65520.0f) == 0x7c00);            /* rounds to inf */
+    CU_ASSERT(lam_fp32_to_fp16(1.0f + 1.0f / 2048) == 0x3c00);  /* tie to even */
+    CU_ASSERT(lam_fp32_to_fp16(5.9604645e-08f) == 0x0001);       /* smallest subnormal */
+    CU_ASSERT(lam_bf16_to_fp32(lam_fp32_to_bf16(1.5f)) == 1.5f);
+}
+
+int main(void)
+{
+    unsigned seed = (unsigned)time(NULL);
+    srand(seed);
+    printf("kernel test seed %u\n", seed);
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("cpu_kernels", NULL, NULL);
+    CU_add_test(s, "matmul", test_matmul);
+    CU_add_test(s, "rmsnorm_swiglu_softmax", test_rmsnorm_swiglu_softmax);
+    CU_add_test(s, "rope", test_rope);
+    CU_add_test(s, "attention", test_attention);
+    CU_add_test(s, "activation_rounding", test_act_round);
+    CU_add_test(s, "fp16_roundtrip", test_fp16_roundtrip);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned fails = CU_get_number_of_failures();
+    CU_cleanup_registry();
+    return fails ? 1 : 0;
+}
