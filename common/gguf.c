@@ -202,17 +202,16 @@ static int str_cmp(lam_gguf_str_t a, lam_gguf_str_t b)
     return a.len < b.len ? -1 : a.len > b.len;
 }
 
-static const gguf_kv_t *g_sort_kv;
-static const lam_gguf_tensor_t *g_sort_t;
-
-static int cmp_kv_idx(const void *a, const void *b)
+static int cmp_kv_idx(const void *a, const void *b, void *kv)
 {
-    return str_cmp(g_sort_kv[*(const int64_t *)a].key, g_sort_kv[*(const int64_t *)b].key);
+    const gguf_kv_t *k = kv;
+    return str_cmp(k[*(const int64_t *)a].key, k[*(const int64_t *)b].key);
 }
 
-static int cmp_tensor_idx(const void *a, const void *b)
+static int cmp_tensor_idx(const void *a, const void *b, void *tensors)
 {
-    return strcmp(g_sort_t[*(const int64_t *)a].name, g_sort_t[*(const int64_t *)b].name);
+    const lam_gguf_tensor_t *t = tensors;
+    return strcmp(t[*(const int64_t *)a].name, t[*(const int64_t *)b].name);
 }
 
 static lam_status_t check_duplicate_keys(reader_t *r, lam_gguf_t *g)
@@ -224,8 +223,7 @@ static lam_status_t check_duplicate_keys(reader_t *r, lam_gguf_t *g)
         return fail(r, LAM_ERR_NO_MEMORY, "out of memory");
     for (int64_t i = 0; i < g->n_kv; i++)
         idx[i] = i;
-    g_sort_kv = g->kv; /* qsort has no context argument in C11; open is not reentrant here */
-    qsort(idx, g->n_kv, sizeof *idx, cmp_kv_idx);
+    qsort_r(idx, g->n_kv, sizeof *idx, cmp_kv_idx, g->kv);
     lam_status_t st = LAM_OK;
     for (int64_t i = 1; i < g->n_kv && st == LAM_OK; i++)
         if (!str_cmp(g->kv[idx[i]].key, g->kv[idx[i - 1]].key))
@@ -364,8 +362,7 @@ static lam_status_t gguf_parse(reader_t *r, lam_gguf_t *g)
         t->data = r->base + data_off + t->offset;
         g->sorted[i] = i;
     }
-    g_sort_t = g->tensors;
-    qsort(g->sorted, g->n_tensors, sizeof *g->sorted, cmp_tensor_idx);
+    qsort_r(g->sorted, g->n_tensors, sizeof *g->sorted, cmp_tensor_idx, g->tensors);
     for (int64_t i = 1; i < g->n_tensors; i++)
         if (!strcmp(g->tensors[g->sorted[i]].name, g->tensors[g->sorted[i - 1]].name))
             return fail(r, LAM_ERR_GGUF_BAD_KEY, "duplicate tensor name '%s'", g->tensors[g->sorted[i]].name);

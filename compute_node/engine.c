@@ -11,6 +11,7 @@ struct lam_engine {
     lam_engine_opts_t o;
     int q_dim, kv_dim;
     int *slot_len;      /* [n_slots] tokens in each slot's cache */
+    int *slot_next;     /* [n_slots] scratch for batch validation */
     float *k_cache;     /* [n_layers][n_slots][max_ctx][kv_dim] */
     float *v_cache;     /* [n_layers][n_slots][max_ctx][kv_dim] */
     /* activations, T = max_batch_tokens */
@@ -54,7 +55,8 @@ lam_status_t lam_engine_create(const lam_model_t *m, const lam_engine_opts_t *op
     size_t cache = (size_t)c->n_layers * opts->n_slots * opts->max_ctx * e->kv_dim;
     bool ok = true;
     e->slot_len = calloc((size_t)opts->n_slots, sizeof *e->slot_len);
-    ok = e->slot_len != NULL;
+    e->slot_next = calloc((size_t)opts->n_slots, sizeof *e->slot_next);
+    ok = e->slot_len != NULL && e->slot_next != NULL;
     e->k_cache = alloc_f32(cache, &ok);
     e->v_cache = alloc_f32(cache, &ok);
     e->x = alloc_f32(T * c->dim, &ok);
@@ -89,6 +91,7 @@ void lam_engine_free(lam_engine_t *e)
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         free(ps[i]);
     free(e->slot_len);
+    free(e->slot_next);
     free(e);
 }
 
@@ -109,15 +112,13 @@ void lam_engine_limits(const lam_engine_t *e, int *n_slots, int *max_ctx, int *m
 }
 
 /* Checks the batch against the slots' current lengths without changing them. */
-static lam_status_t check_batch(const lam_engine_t *e, const lam_batch_t *b)
+static lam_status_t check_batch(lam_engine_t *e, const lam_batch_t *b)
 {
     if (b->n < 1 || b->n > e->o.max_batch_tokens) {
         lam_log_error("engine: batch of %d tokens (1..%d allowed)", b->n, e->o.max_batch_tokens);
         return LAM_ERR_INVALID_ARG;
     }
-    int *next = calloc((size_t)e->o.n_slots, sizeof *next);
-    if (!next)
-        return LAM_ERR_NO_MEMORY;
+    int *next = e->slot_next;
     memcpy(next, e->slot_len, (size_t)e->o.n_slots * sizeof *next);
     lam_status_t st = LAM_OK;
     for (int i = 0; i < b->n && st == LAM_OK; i++) {
@@ -136,7 +137,6 @@ static lam_status_t check_batch(const lam_engine_t *e, const lam_batch_t *b)
             next[s]++;
         }
     }
-    free(next);
     return st;
 }
 
@@ -202,13 +202,18 @@ lam_status_t lam_engine_forward(lam_engine_t *e, const lam_batch_t *b, float *lo
             memcpy(kc + at, e->k + (size_t)t * e->kv_dim, e->kv_dim * sizeof(float));
             memcpy(vc + at, e->v + (size_t)t * e->kv_dim, e->kv_dim * sizeof(float));
         }
-        /* every token of the batch is in the cache now: token t sees positions 0..pos[t] */
-#pragma omp parallel for schedule(dynamic)
+        /* every token of the batch is in the cache now: token t sees positions 0..pos[t];
+         * one (token, query head) pair per iteration, its KV head h / group */
+        const int group = c->n_heads / c->n_kv_heads;
+#pragma omp parallel for collapse(2) schedule(dynamic)
         for (int t = 0; t < n; t++) {
-            float *scratch = e->scores + (size_t)omp_get_thread_num() * e->o.max_ctx;
-            size_t base = b->slot[t] * slot_stride;
-            lam_attn_ref_f32(e->att + (size_t)t * e->q_dim, e->q + (size_t)t * e->q_dim, kc + base, vc + base,
-                             b->pos[t] + 1, c->n_heads, c->n_kv_heads, hd, e->kv_dim, scratch);
+            for (int h = 0; h < c->n_heads; h++) {
+                float *scratch = e->scores + (size_t)omp_get_thread_num() * e->o.max_ctx;
+                size_t kv = b->slot[t] * slot_stride + (size_t)(h / group) * hd;
+                size_t qo = (size_t)t * e->q_dim + (size_t)h * hd;
+                lam_attn_ref_f32(e->att + qo, e->q + qo, kc + kv, vc + kv, b->pos[t] + 1, 1, 1, hd, e->kv_dim,
+                                 scratch);
+            }
         }
         matmul(e, e->xo, e->att, L->wo, NULL, n, e->q_dim, dim, L->act[LAM_W_O], L->wmin[LAM_W_O]);
         for (size_t i = 0; i < (size_t)n * dim; i++)

@@ -113,7 +113,7 @@ typedef struct fx_set {
 
 static fx_set_t *g_fxs;  /* tests/fixtures/smollm2_tokens.txt */
 static size_t g_n_fxs;
-static fx_set_t *g_var;  /* tests/tokenizer/bpe_variants_tokens.txt */
+static fx_set_t *g_var;  /* tests/tokenizer/llamacpp_variants.txt */
 static size_t g_n_var;
 static fx_line_t *g_fx;  /* g_fxs[0] */
 static size_t g_n_fx;
@@ -139,7 +139,9 @@ static bool load_fixture(const char *rel, fx_set_t **sets_out, size_t *n_sets_ou
         if (line[0] == '@' || n_sets == 0) {
             sets = realloc(sets, (n_sets + 1) * sizeof(*sets));
             memset(&sets[n_sets], 0, sizeof(sets[n_sets]));
-            if (!strncmp(line, "@pre ", 5)) snprintf(sets[n_sets].name, sizeof(sets[n_sets].name), "%s", line + 5);
+            if (line[0] == '@')
+                snprintf(sets[n_sets].name, sizeof(sets[n_sets].name), "%s",
+                         !strncmp(line, "@pre ", 5) ? line + 5 : line + 1);
             n_sets++;
             if (line[0] == '@') continue;
         }
@@ -265,6 +267,7 @@ static void test_bpe_variants(void) {
         lam_tok_pre_t pre;
         if (!strcmp(g_var[k].name, "llama-bpe")) pre = LAM_TOK_PRE_LLAMA3;
         else if (!strcmp(g_var[k].name, "gpt-2")) pre = LAM_TOK_PRE_GPT2;
+        else if (!strcmp(g_var[k].name, "spm")) continue; /* test_spm_llamacpp */
         else {
             printf("\n  unknown section '%s'\n", g_var[k].name);
             CU_FAIL("unknown fixture section");
@@ -821,7 +824,8 @@ static void test_chat_detect(void) {
 
 /* SentencePiece vocabulary: <unk> <s> </s>, 256 byte tokens, then pieces. */
 enum { SPM_UNK, SPM_BOS, SPM_EOS, SPM_BYTE0, SPM_SP = SPM_BYTE0 + 256, SPM_A, SPM_B, SPM_C, SPM_AB,
-       SPM_BC, SPM_SPA, SPM_SPAB, SPM_ABC, SPM_AA, SPM_N };
+       SPM_BC, SPM_SPA, SPM_SPAB, SPM_ABC, SPM_AA, SPM_SPT, SPM_TH, SPM_HE, SPM_THE, SPM_SPTHE, SPM_E,
+       SPM_T, SPM_H, SPM_SPSP, SPM_N };
 
 typedef struct spm_vocab {
     char text[SPM_N][12];
@@ -834,6 +838,8 @@ static void spm_vocab_init(spm_vocab_t *v) {
     static const struct { const char *s; float score; } pieces[] = {
         {"\xe2\x96\x81", -1.0f}, {"a", -2.0f}, {"b", -2.0f}, {"c", -2.0f}, {"ab", -1.5f},
         {"bc", -0.5f}, {"\xe2\x96\x81" "a", -1.0f}, {"\xe2\x96\x81" "ab", -3.0f}, {"abc", -0.2f}, {"aa", -1.0f},
+        {"\xe2\x96\x81" "t", -4.0f}, {"th", -3.0f}, {"he", -3.5f}, {"the", -2.5f}, {"\xe2\x96\x81" "the", -1.2f},
+        {"e", -5.0f}, {"t", -5.0f}, {"h", -5.0f}, {"\xe2\x96\x81\xe2\x96\x81", -6.0f},
     };
     for (int i = 0; i < SPM_N; i++) {
         v->scores[i] = 0.0f;
@@ -926,6 +932,34 @@ static void test_spm_arrays(void) {
         CU_ASSERT_TRUE(round_trip(t, s, strlen(s), true));
         lam_tok_free(t);
     }
+}
+
+/* The same vocabulary through llama.cpp (llamacpp_variants.txt, @spm). */
+static void test_spm_llamacpp(void) {
+    CU_ASSERT_FATAL(g_var_ok);
+    static spm_vocab_t v;
+    spm_vocab_init(&v);
+    lam_tok_spec_t spec;
+    lam_tok_spec_init(&spec, LAM_TOK_MODEL_SPM);
+    spec.n_vocab = SPM_N;
+    spec.tokens = v.tokens;
+    spec.scores = v.scores;
+    spec.types = v.types;
+    spec.unk = SPM_UNK;
+    spec.bos = SPM_BOS;
+    spec.eos = SPM_EOS;
+    lam_tok_t *t = NULL;
+    CU_ASSERT_EQUAL_FATAL(lam_tok_create(&spec, &t), LAM_OK);
+    bool found = false;
+    for (size_t k = 0; k < g_n_var; k++) {
+        if (strcmp(g_var[k].name, "spm") != 0) continue;
+        found = true;
+        size_t matched = match_lines(t, g_var[k].v, g_var[k].n);
+        printf("\n  spm: %zu/%zu strings as llama.cpp ", matched, g_var[k].n);
+        CU_ASSERT_EQUAL(matched, g_var[k].n);
+    }
+    CU_ASSERT_TRUE(found);
+    lam_tok_free(t);
 }
 
 /* ---- GGUF files built in memory ---- */
@@ -1179,7 +1213,7 @@ static int suite_init(void) {
         g_fx = g_fxs[0].v;
         g_n_fx = g_fxs[0].n;
     }
-    g_var_ok = load_fixture("tests/tokenizer/bpe_variants_tokens.txt", &g_var, &g_n_var);
+    g_var_ok = load_fixture("tests/tokenizer/llamacpp_variants.txt", &g_var, &g_n_var);
 
     char path[1024];
     bool skip = false;
@@ -1214,6 +1248,7 @@ int main(void) {
     CU_add_test(s, "small byte-level BPE", test_small_bpe);
     CU_add_test(s, "SentencePiece from arrays", test_spm_arrays);
     CU_add_test(s, "SentencePiece from GGUF", test_spm_gguf);
+    CU_add_test(s, "SentencePiece vs llama.cpp", test_spm_llamacpp);
     CU_add_test(s, "malformed metadata", test_bad_metadata);
     CU_add_test(s, "chat template", test_chat_template);
     CU_add_test(s, "chat template detection", test_chat_detect);

@@ -298,6 +298,12 @@ static int calibrate(const opts_t *o, const lam_est_catalog_t *cat)
     if (lam_est_calib_fit(o->calibrate, cat, o->device, &cal, err, sizeof err))
         return die(err);
     lam_est_calib_print(stderr, &cal);
+    if (cal.n_dev == 0 && isnan(cal.rtt)) {
+        snprintf(err, sizeof err, "%s: nothing to fit: calibration needs gemm_tflops, mem_gbps, "
+                 "attn_gbps or exchange_us results (see tools/estimate/README.md)", o->calibrate);
+        fprintf(stderr, "lamina-estimate: %s\n", err);
+        return 1;
+    }
     FILE *f = o->out ? fopen(o->out, "w") : stdout;
     if (!f) {
         snprintf(err, sizeof err, "%s: cannot write", o->out);
@@ -375,6 +381,19 @@ int main(int argc, char **argv)
     lam_est_term_t *terms = NULL;
     int n = 0, shown = 0;
     if (o.search) {
+        /* every id in --devices must be known: a typo would silently shrink the search */
+        for (const char *p = o.so.devices; p && *p;) {
+            const char *q = strchr(p, ',');
+            size_t len = q ? (size_t)(q - p) : strlen(p);
+            char id[64];
+            snprintf(id, sizeof id, "%.*s", (int)(len < 63 ? len : 63), p);
+            if (lam_est_catalog_find(&cat, id) < 0) {
+                snprintf(err, sizeof err, "--devices: unknown device '%s' (see --list-devices)", id);
+                rc = die(err);
+                goto out;
+            }
+            p = q ? q + 1 : p + len;
+        }
         if (lam_est_search(&model, &cat, &o.w, &o.so, &cfgs, &res, &n)) {
             rc = die("out of memory in the search");
             goto out;
@@ -386,6 +405,10 @@ int main(int argc, char **argv)
         if (!strcmp(o.format, "text"))
             printf("search: %d configurations evaluated, %d feasible and meeting the SLOs\n", n,
                    ok);
+        if (n == 0) {
+            rc = die("nothing to search: compute and prefill roles need a GPU among --devices");
+            goto out;
+        }
         if (ok == 0) {
             fprintf(stderr, "lamina-estimate: no configuration meets the SLOs; closest "
                     "candidates follow\n");

@@ -95,7 +95,8 @@ lam_status_t lam_est_search(const lam_est_model_t *m, const lam_est_catalog_t *c
         free(l.v);
         return st;
     }
-    qsort(l.v, (size_t)l.n, sizeof *l.v, cmp_items);
+    if (l.n > 1)
+        qsort(l.v, (size_t)l.n, sizeof *l.v, cmp_items);
     lam_est_config_t *oc = malloc((size_t)(l.n ? l.n : 1) * sizeof *oc);
     lam_est_result_t *orr = malloc((size_t)(l.n ? l.n : 1) * sizeof *orr);
     if (!oc || !orr) {
