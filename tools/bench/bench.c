@@ -4,7 +4,12 @@
  *   lamina-bench reference [--model M] [--threads N] [--no-peer] [--json FILE]
  *     reference-engine decode tokens/s at batch 1 and 16 on the model, next
  *     to llama.cpp (scripts/peer/bench-llama-cpp.sh: llama-bench and
- *     llama-batched-bench) on the same model and thread count. */
+ *     llama-batched-bench) on the same model and thread count.
+ *
+ *   lamina-bench memory [--model M] [--threads N] [--json FILE]
+ *     the machine's streaming-read bandwidth (the ceiling), and the weight
+ *     bytes the reference engine streams per second at batch-1 decode, as a
+ *     ratio of it. The JSON's "mem_gbps" result calibrates lamina-estimate. */
 #include "common/gguf.h"
 #include "common/log.h"
 #include "common/model.h"
@@ -41,6 +46,8 @@ static const shape_t g_shapes[] = {
     {"decode_b16", 16, 16, 32, "llama_cpp_tg_b16_tps"},
 };
 #define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
+
+static int write_json(const bench_opts_t *o, const char *mode, json_t *res);
 
 static double run_shape(const lam_model_t *m, const shape_t *s)
 {
@@ -125,20 +132,92 @@ static int bench_reference(const bench_opts_t *o)
         }
         json_array_append_new(res, r);
     }
+    int rc = o->json ? write_json(o, "reference", res) : 0;
+    if (!o->json)
+        json_decref(res);
+    lam_model_free(m);
+    lam_gguf_close(g);
+    return rc;
+}
+
+/* Best of several passes of a parallel sum over a buffer much larger than
+ * the caches: the streaming-read bandwidth in GB/s. */
+static double stream_read_gbps(size_t bytes)
+{
+    size_t n = bytes / sizeof(float);
+    float *buf = malloc(n * sizeof *buf);
+    if (!buf)
+        return -1.0;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (float)(i & 1023);
+    double best = 0.0;
+    volatile float sink = 0.0f;
+    for (int rep = 0; rep < 6; rep++) {
+        double t0 = lam_now_s();
+        float total = 0.0f;
+#pragma omp parallel for simd schedule(static) reduction(+ : total)
+        for (size_t i = 0; i < n; i++)
+            total += buf[i];
+        double dt = lam_now_s() - t0;
+        sink += total;
+        if (dt > 0 && bytes / dt / 1e9 > best)
+            best = bytes / dt / 1e9;
+    }
+    (void)sink;
+    free(buf);
+    return best;
+}
+
+static int write_json(const bench_opts_t *o, const char *mode, json_t *res)
+{
+    char host[256] = "unknown";
+    gethostname(host, sizeof host - 1);
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:o}", "tool", "lamina-bench", "mode", mode, "machine", host,
+                            "unix_time", (json_int_t)time(NULL), "results", res);
+    json_object_set_new(doc, "model", json_string(o->model));
+    int rc = 0;
+    if (json_dump_file(doc, o->json, JSON_INDENT(2)) != 0) {
+        fprintf(stderr, "lamina-bench: cannot write %s\n", o->json);
+        rc = 1;
+    }
+    json_decref(doc);
+    return rc;
+}
+
+static int bench_memory(const bench_opts_t *o)
+{
+    lam_gguf_t *g = NULL;
+    lam_model_t *m = NULL;
+    char err[512];
+    if (lam_gguf_open(o->model, &g, err, sizeof err) != LAM_OK || lam_model_load(g, &m) != LAM_OK) {
+        lam_gguf_close(g);
+        return 1;
+    }
+    size_t stream_bytes = (size_t)1 << 30;
+    double ceiling = stream_read_gbps(stream_bytes);
+    run_shape(m, &g_shapes[0]); /* warm-up */
+    double tps = run_shape(m, &g_shapes[0]);
+    /* every matrix (the LM head included) is read once per decode step */
+    double step_bytes = (double)m->weight_bytes;
+    double achieved = tps * step_bytes / 1e9;
+    double ratio = ceiling > 0 ? achieved / ceiling : 0.0;
+    printf("memory bandwidth, %d threads, %s\n", o->threads, o->model);
+    printf("%-22s %12s %12s %8s\n", "measure", "GB/s", "ceiling", "ratio");
+    printf("%-22s %12.2f %12s %8s\n", "stream_read (1 GiB)", ceiling, "-", "-");
+    printf("%-22s %12.2f %12.2f %8.3f   (%.1f tok/s x %.0f MiB f32 weights)\n", "weight_stream_b1", achieved,
+           ceiling, ratio, tps, step_bytes / 1048576.0);
     int rc = 0;
     if (o->json) {
-        char host[256] = "unknown";
-        gethostname(host, sizeof host - 1);
-        json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:o}", "tool", "lamina-bench", "mode", "reference",
-                                "machine", host, "unix_time", (json_int_t)time(NULL), "results", res);
-        json_object_set_new(doc, "model", json_string(o->model));
-        if (json_dump_file(doc, o->json, JSON_INDENT(2)) != 0) {
-            fprintf(stderr, "lamina-bench: cannot write %s\n", o->json);
-            rc = 1;
-        }
-        json_decref(doc);
-    } else {
-        json_decref(res);
+        json_t *res = json_array();
+        json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:I, s:i}", "name", "stream_read", "metric",
+                                             "stream_read_gbps", "value", ceiling, "bytes", (json_int_t)stream_bytes,
+                                             "threads", o->threads));
+        json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:I, s:f, s:i}", "name",
+                                             "weight_stream_b1", "metric", "mem_gbps", "value", achieved, "ceiling",
+                                             ceiling, "ceiling_name", "stream_read", "ratio", ratio, "bytes",
+                                             (json_int_t)step_bytes, "tokens_per_s", tps, "threads", o->threads));
+        rc = write_json(o, "memory", res);
     }
     lam_model_free(m);
     lam_gguf_close(g);
@@ -150,6 +229,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: lamina-bench MODE [options]\n"
                "modes:\n"
                "  reference    reference-engine decode tokens/s at batch 1 and 16 vs llama.cpp\n"
+               "  memory       streaming-read bandwidth, and weight bytes/s at batch-1 decode over it\n"
                "options:\n"
                "  -m, --model PATH   GGUF model (default: the shipped SmolLM2 in ~/.cache/lamina)\n"
                "  -t, --threads N    threads for both engines (default: all cores)\n"
@@ -195,6 +275,8 @@ int main(int argc, char **argv)
     omp_set_num_threads(o.threads);
     if (!strcmp(mode, "reference"))
         return bench_reference(&o);
+    if (!strcmp(mode, "memory"))
+        return bench_memory(&o);
     fprintf(stderr, "lamina-bench: unknown mode '%s'\n", mode);
     usage(stderr);
     return 2;
