@@ -93,15 +93,26 @@ static bool run_peer(const bench_opts_t *o, double *tps)
     return rc == 0;
 }
 
+/* Opens and loads the model; the reader and loader log why on failure. */
+static int open_model(const bench_opts_t *o, lam_gguf_t **g, lam_model_t **m)
+{
+    char err[512];
+    if (lam_gguf_open(o->model, g, err, sizeof err) != LAM_OK)
+        return 1;
+    if (lam_model_load(*g, m) != LAM_OK) {
+        lam_gguf_close(*g);
+        *g = NULL;
+        return 1;
+    }
+    return 0;
+}
+
 static int bench_reference(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    char err[512];
-    if (lam_gguf_open(o->model, &g, err, sizeof err) != LAM_OK || lam_model_load(g, &m) != LAM_OK) {
-        lam_gguf_close(g);
+    if (open_model(o, &g, &m))
         return 1;
-    }
     double ours[N_SHAPES], peer[N_SHAPES] = {0};
     run_shape(m, &g_shapes[0]); /* warm-up: page in weights, start threads */
     for (size_t i = 0; i < N_SHAPES; i++)
@@ -189,11 +200,8 @@ static int bench_memory(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    char err[512];
-    if (lam_gguf_open(o->model, &g, err, sizeof err) != LAM_OK || lam_model_load(g, &m) != LAM_OK) {
-        lam_gguf_close(g);
+    if (open_model(o, &g, &m))
         return 1;
-    }
     size_t stream_bytes = (size_t)1 << 30;
     double ceiling = stream_read_gbps(stream_bytes);
     run_shape(m, &g_shapes[0]); /* warm-up */
