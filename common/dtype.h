@@ -2,8 +2,40 @@
 #ifndef LAM_DTYPE_H
 #define LAM_DTYPE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Element types of activations on the wire and in KV caches. The values are
+ * part of the wire format (proto/wire.h): append only. */
+typedef enum lam_dtype {
+    LAM_DT_F32 = 0,
+    LAM_DT_F16 = 1,
+    LAM_DT_BF16 = 2,
+    LAM_DT_END
+} lam_dtype_t;
+
+static inline size_t lam_dtype_size(unsigned dt)
+{
+    return dt == LAM_DT_F32 ? 4 : dt == LAM_DT_F16 || dt == LAM_DT_BF16 ? 2 : 0;
+}
+
+static inline const char *lam_dtype_name(unsigned dt)
+{
+    return dt == LAM_DT_F32 ? "f32" : dt == LAM_DT_F16 ? "f16" : dt == LAM_DT_BF16 ? "bf16" : "unknown";
+}
+
+/* "f32"/"fp32", "f16"/"fp16", "bf16"; -1 otherwise. */
+static inline int lam_dtype_parse(const char *s)
+{
+    if (!strcmp(s, "f32") || !strcmp(s, "fp32"))
+        return LAM_DT_F32;
+    if (!strcmp(s, "f16") || !strcmp(s, "fp16"))
+        return LAM_DT_F16;
+    if (!strcmp(s, "bf16"))
+        return LAM_DT_BF16;
+    return -1;
+}
 
 static inline float lam_fp32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t lam_fp32_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }

@@ -80,6 +80,17 @@ const char *lam_status_str(lam_status_t st)
     case LAM_ERR_MODEL_CONFIG: return "bad model configuration";
     case LAM_ERR_TOKENIZER: return "tokenizer error";
     case LAM_ERR_CONFIG: return "configuration error";
+    case LAM_ERR_PROTO: return "malformed protocol message";
+    case LAM_ERR_PROTO_VERSION: return "protocol magic or version mismatch";
+    case LAM_ERR_AUTH: return "authentication failed";
+    case LAM_ERR_MODEL_MISMATCH: return "peer has a different model or shard";
+    case LAM_ERR_NET: return "network error";
+    case LAM_ERR_CONN_CLOSED: return "connection closed";
+    case LAM_ERR_TIMEOUT: return "timed out";
+    case LAM_ERR_KV_FULL: return "KV cache full";
+    case LAM_ERR_SEQ_UNKNOWN: return "unknown sequence";
+    case LAM_ERR_SEQ_POS: return "sequence position mismatch";
+    case LAM_ERR_CTX_FULL: return "context length exceeded";
     }
     return "unknown status";
 }

@@ -26,6 +26,20 @@ typedef enum lam_status {
     LAM_ERR_TOKENIZER = -200,
     /* configuration */
     LAM_ERR_CONFIG = -300,
+    /* wire protocol (a peer sent something we reject) */
+    LAM_ERR_PROTO = -400,          /* malformed message */
+    LAM_ERR_PROTO_VERSION = -401,  /* magic or protocol version mismatch */
+    LAM_ERR_AUTH = -402,           /* cluster token challenge failed */
+    LAM_ERR_MODEL_MISMATCH = -403, /* peers loaded different models or shards */
+    /* transport */
+    LAM_ERR_NET = -500,            /* UCX or socket failure */
+    LAM_ERR_CONN_CLOSED = -501,    /* peer went away */
+    LAM_ERR_TIMEOUT = -502,
+    /* KV cache and sequences (per-sequence errors on the wire) */
+    LAM_ERR_KV_FULL = -600,        /* no free pages left */
+    LAM_ERR_SEQ_UNKNOWN = -601,    /* sequence id not held by this node */
+    LAM_ERR_SEQ_POS = -602,        /* chunk does not continue the sequence */
+    LAM_ERR_CTX_FULL = -603,       /* sequence longer than the node's context limit */
 } lam_status_t;
 
 const char *lam_status_str(lam_status_t st);

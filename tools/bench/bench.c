@@ -15,6 +15,7 @@
 #include "common/model.h"
 #include "compute_node/engine.h"
 #include "compute_node/generate.h"
+#include "tools/bench/bench.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -26,12 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct bench_opts {
-    char model[4096];
-    int threads;
-    bool peer;
-    const char *json;
-} bench_opts_t;
 
 /* Shapes match the peer's commands: llama-bench -p 0 -n 64 (one sequence,
  * 64 decode steps), llama-batched-bench -npp 16 -ntg 32 -npl 16. */
@@ -46,8 +41,6 @@ static const shape_t g_shapes[] = {
     {"decode_b16", 16, 16, 32, "llama_cpp_tg_b16_tps"},
 };
 #define N_SHAPES (sizeof g_shapes / sizeof g_shapes[0])
-
-static int write_json(const bench_opts_t *o, const char *mode, json_t *res);
 
 static double run_shape(const lam_model_t *m, const shape_t *s)
 {
@@ -94,7 +87,7 @@ static bool run_peer(const bench_opts_t *o, double *tps)
 }
 
 /* Opens and loads the model; the reader and loader log why on failure. */
-static int open_model(const bench_opts_t *o, lam_gguf_t **g, lam_model_t **m)
+int bench_open_model(const bench_opts_t *o, lam_gguf_t **g, lam_model_t **m)
 {
     char err[512];
     if (lam_gguf_open(o->model, g, err, sizeof err) != LAM_OK)
@@ -111,7 +104,7 @@ static int bench_reference(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    if (open_model(o, &g, &m))
+    if (bench_open_model(o, &g, &m))
         return 1;
     double ours[N_SHAPES], peer[N_SHAPES] = {0};
     run_shape(m, &g_shapes[0]); /* warm-up: page in weights, start threads */
@@ -143,7 +136,7 @@ static int bench_reference(const bench_opts_t *o)
         }
         json_array_append_new(res, r);
     }
-    int rc = o->json ? write_json(o, "reference", res) : 0;
+    int rc = o->json ? bench_write_json(o, "reference", res) : 0;
     if (!o->json)
         json_decref(res);
     lam_model_free(m);
@@ -153,7 +146,7 @@ static int bench_reference(const bench_opts_t *o)
 
 /* Best of several passes of a parallel sum over a buffer much larger than
  * the caches: the streaming-read bandwidth in GB/s. */
-static double stream_read_gbps(size_t bytes)
+double bench_stream_read_gbps(size_t bytes)
 {
     size_t n = bytes / sizeof(float);
     float *buf = malloc(n * sizeof *buf);
@@ -180,7 +173,7 @@ static double stream_read_gbps(size_t bytes)
     return best;
 }
 
-static int write_json(const bench_opts_t *o, const char *mode, json_t *res)
+int bench_write_json(const bench_opts_t *o, const char *mode, json_t *res)
 {
     char host[256] = "unknown";
     gethostname(host, sizeof host - 1);
@@ -200,10 +193,10 @@ static int bench_memory(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    if (open_model(o, &g, &m))
+    if (bench_open_model(o, &g, &m))
         return 1;
     size_t stream_bytes = (size_t)1 << 30;
-    double ceiling = stream_read_gbps(stream_bytes);
+    double ceiling = bench_stream_read_gbps(stream_bytes);
     run_shape(m, &g_shapes[0]); /* warm-up */
     double tps = run_shape(m, &g_shapes[0]);
     /* every matrix (the LM head included) is read once per decode step */
@@ -225,7 +218,7 @@ static int bench_memory(const bench_opts_t *o)
                                              "weight_stream_b1", "metric", "mem_gbps", "value", achieved, "ceiling",
                                              ceiling, "ceiling_name", "stream_read", "ratio", ratio, "bytes",
                                              (json_int_t)step_bytes, "tokens_per_s", tps, "threads", o->threads));
-        rc = write_json(o, "memory", res);
+        rc = bench_write_json(o, "memory", res);
     }
     lam_model_free(m);
     lam_gguf_close(g);
@@ -242,14 +235,16 @@ static void usage(FILE *f)
                "  -m, --model PATH   GGUF model (default: the shipped SmolLM2 in ~/.cache/lamina)\n"
                "  -t, --threads N    threads for both engines (default: all cores)\n"
                "      --no-peer      do not run llama.cpp (no ratio)\n"
+               "      --quick        fewer sizes and repetitions (a smoke run)\n"
                "      --json FILE    also write the results as JSON\n");
 }
 
 int main(int argc, char **argv)
 {
-    enum { O_NOPEER = 256, O_JSON };
+    enum { O_NOPEER = 256, O_JSON, O_QUICK };
     static const struct option lopts[] = {{"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
                                           {"no-peer", no_argument, 0, O_NOPEER}, {"json", required_argument, 0, O_JSON},
+                                          {"quick", no_argument, 0, O_QUICK},
                                           {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bench_opts_t o = {.peer = true, .threads = omp_get_num_procs()};
     lam_model_default_path(o.model, sizeof o.model);
@@ -276,15 +271,19 @@ int main(int argc, char **argv)
         }
         case O_NOPEER: o.peer = false; break;
         case O_JSON: o.json = optarg; break;
+        case O_QUICK: o.quick = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     omp_set_num_threads(o.threads);
-    if (!strcmp(mode, "reference"))
-        return bench_reference(&o);
-    if (!strcmp(mode, "memory"))
-        return bench_memory(&o);
+    static const struct {
+        const char *name;
+        int (*run)(const bench_opts_t *);
+    } modes[] = {{"reference", bench_reference}, {"memory", bench_memory}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (!strcmp(mode, modes[i].name))
+            return modes[i].run(&o);
     fprintf(stderr, "lamina-bench: unknown mode '%s'\n", mode);
     usage(stderr);
     return 2;

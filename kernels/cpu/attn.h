@@ -1,0 +1,58 @@
+/* Attention over a paged KV cache, on the CPU, and dtype conversion.
+ *
+ * The cache is a set of pages of page_tokens tokens. For one sequence, key
+ * position j lives in page pages[j / page_tokens] at row j % page_tokens.
+ * Inside a page, KV head h's keys are a [page_tokens][head_dim] block at byte
+ * offset k_off + h * head_stride, its values one at v_off + h * head_stride
+ * (elements of kv_dtype). The attention node's KV cache
+ * (attention_node/kv.h) lays pages out this way; these kernels only read.
+ *
+ * Queries come as f32 rows [n_tok][n_kv_heads * group][head_dim]: the rows of
+ * sequence i are row[i] .. row[i+1]-1, and its row r is the token at position
+ * pos[i] + (r - row[i]), which attends causally to keys 0 .. that position.
+ * The keys and values of every query token must already be in the pages.
+ * Query head g*group .. g*group+group-1 share KV head g (GQA). */
+#ifndef LAM_KERNELS_CPU_ATTN_H
+#define LAM_KERNELS_CPU_ATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lam_attn_args {
+    int n_seq;
+    const int32_t *row;            /* [n_seq + 1], row[0] = 0, increasing */
+    const int32_t *pos;            /* [n_seq] */
+    uint8_t *const *const *pages;  /* [n_seq] -> page pointers of that sequence */
+    size_t k_off, v_off;           /* bytes from page start to KV head 0's K / V block */
+    size_t head_stride;            /* bytes between KV heads' blocks */
+    int page_tokens;
+    int n_kv_heads;
+    int group;                     /* query heads per KV head */
+    int head_dim;
+    int kv_dtype;                  /* lam_dtype_t */
+    float scale;                   /* score scale, usually 1/sqrt(head_dim) */
+    const float *q;                /* [n_tok][n_kv_heads*group][head_dim] */
+    float *out;                    /* [n_tok][n_kv_heads*group][head_dim] */
+} lam_attn_args_t;
+
+/* Plain C oracle: one query row at a time, scores for all keys, then a
+ * two-pass softmax and the weighted sum, all in f32/f64-free arithmetic.
+ * scratch holds at least (max position + 1) floats. */
+void lam_attn_paged_ref(const lam_attn_args_t *a, float *scratch);
+
+/* Fast path: OpenMP over (sequence, KV head, block of query rows), SIMD
+ * inner loops (AVX-512 or AVX2 with F16C, chosen once at run time; scalar
+ * otherwise), online softmax in f32, each K/V row read once per GQA group
+ * and block of query rows. No allocation. */
+void lam_attn_paged(const lam_attn_args_t *a);
+
+/* Which instruction set lam_attn_paged uses: "avx512", "avx2" or "scalar".
+ * LAMINA_ATTN_ISA=avx2|scalar forces a narrower one (tests, benchmarks). */
+const char *lam_attn_isa(void);
+
+/* dst[i] = src[i] converted between lam_dtype_t element types (round to
+ * nearest even, as common/dtype.h). dst and src must not overlap unless
+ * the types are equal. */
+void lam_convert(void *dst, int dst_dtype, const void *src, int src_dtype, size_t n);
+
+#endif

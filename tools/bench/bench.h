@@ -1,0 +1,32 @@
+/* lamina-bench internals shared by the mode files: options, the ceilings
+ * every mode measures against, JSON output. */
+#ifndef LAM_TOOLS_BENCH_H
+#define LAM_TOOLS_BENCH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/gguf.h"
+#include "common/model.h"
+
+typedef struct bench_opts {
+    char model[4096];
+    int threads;
+    bool peer;        /* run llama.cpp where a mode compares with it */
+    bool quick;       /* fewer sizes and repetitions (smoke runs) */
+    const char *json; /* also write results here */
+} bench_opts_t;
+
+/* Opens and loads the model; logs why on failure and returns nonzero. */
+int bench_open_model(const bench_opts_t *o, lam_gguf_t **g, lam_model_t **m);
+
+/* Best of several parallel sums over `bytes` of memory: streaming-read GB/s
+ * with the current OpenMP thread count. */
+double bench_stream_read_gbps(size_t bytes);
+
+/* Writes {"tool","mode","machine","unix_time","model","results": res} to
+ * o->json; takes ownership of res. */
+int bench_write_json(const bench_opts_t *o, const char *mode, json_t *res);
+
+#endif
