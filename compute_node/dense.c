@@ -1,0 +1,140 @@
+#include "compute_node/dense.h"
+#include "kernels/cpu/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static float *alloc_f32(size_t n, bool *ok)
+{
+    float *p = calloc(n ? n : 1, sizeof *p);
+    if (!p)
+        *ok = false;
+    return p;
+}
+
+lam_status_t lam_dense_act_alloc(const lam_model_config_t *c, int T, lam_dense_act_t *a)
+{
+    memset(a, 0, sizeof *a);
+    size_t t = (size_t)T;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int widest = c->dim > q_dim ? c->dim : q_dim;
+    widest = widest > c->ffn_dim ? widest : c->ffn_dim;
+    bool ok = true;
+    a->T = T;
+    a->x = alloc_f32(t * c->dim, &ok);
+    a->xb = alloc_f32(t * c->dim, &ok);
+    a->q = alloc_f32(t * q_dim, &ok);
+    a->k = alloc_f32(t * kv_dim, &ok);
+    a->v = alloc_f32(t * kv_dim, &ok);
+    a->att = alloc_f32(t * q_dim, &ok);
+    a->xo = alloc_f32(t * c->dim, &ok);
+    a->hg = alloc_f32(t * c->ffn_dim, &ok);
+    a->hu = alloc_f32(t * c->ffn_dim, &ok);
+    a->xq = alloc_f32(t * widest, &ok);
+    a->xcorr = alloc_f32(t * (widest / 32 + 1), &ok);
+    if (!ok) {
+        lam_dense_act_free(a);
+        return LAM_ERR_NO_MEMORY;
+    }
+    return LAM_OK;
+}
+
+void lam_dense_act_free(lam_dense_act_t *a)
+{
+    float *ps[] = {a->x, a->xb, a->q, a->k, a->v, a->att, a->xo, a->hg, a->hu, a->xq, a->xcorr};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+        free(ps[i]);
+    memset(a, 0, sizeof *a);
+}
+
+/* y[T][O] = x[T][I]·Wᵀ, with x first rounded as the weights' format asks. */
+static void matmul(const lam_dense_act_t *a, bool quant_act, float *y, const float *x, const float *W,
+                   const float *bias, int T, int I, int O, uint8_t act, const float *wmin)
+{
+    bool round = quant_act && act != LAM_ACT_F32;
+    if (round) {
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * I;
+            float *qt = a->xq + (size_t)t * I;
+            switch (act) {
+            case LAM_ACT_F16: lam_act_round_f16(qt, xt, I); break;
+            case LAM_ACT_BF16: lam_act_round_bf16(qt, xt, I); break;
+            case LAM_ACT_Q8_K: lam_act_round_q8_k(qt, xt, I); break;
+            default: lam_act_round_q8_32(qt, xt, I, a->xcorr + (size_t)t * (I / 32)); break;
+            }
+        }
+        x = a->xq;
+    }
+    lam_matmul_f32(y, x, W, bias, T, I, O);
+    if (round && wmin && act == LAM_ACT_Q8_32 && I % 32 == 0) {
+        int nb = I / 32;
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < O; o++)
+            for (int t = 0; t < T; t++)
+                y[(size_t)t * O + o] += lam_dot_f32(wmin + (size_t)o * nb, a->xcorr + (size_t)t * nb, nb);
+    }
+}
+
+void lam_dense_embed(const lam_model_t *m, lam_dense_act_t *a, const int32_t *tok, int n)
+{
+    int dim = m->cfg.dim;
+    for (int t = 0; t < n; t++)
+        memcpy(a->x + (size_t)t * dim, m->tok_embd + (size_t)tok[t] * dim, dim * sizeof(float));
+}
+
+void lam_dense_qkv(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int l, const int32_t *pos, int n)
+{
+    const lam_model_config_t *c = &m->cfg;
+    const lam_layer_t *L = &m->layers[l];
+    const int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    for (int t = 0; t < n; t++)
+        lam_rmsnorm_f32(a->xb + (size_t)t * dim, a->x + (size_t)t * dim, L->attn_norm, dim, c->norm_eps);
+    matmul(a, quant_act, a->q, a->xb, L->wq, L->bq, n, dim, q_dim, L->act[LAM_W_Q], L->wmin[LAM_W_Q]);
+    matmul(a, quant_act, a->k, a->xb, L->wk, L->bk, n, dim, kv_dim, L->act[LAM_W_K], L->wmin[LAM_W_K]);
+    matmul(a, quant_act, a->v, a->xb, L->wv, L->bv, n, dim, kv_dim, L->act[LAM_W_V], L->wmin[LAM_W_V]);
+    int neox = c->rope_type == LAM_ROPE_NEOX;
+    for (int t = 0; t < n; t++) {
+        lam_rope_f32(a->q + (size_t)t * q_dim, c->n_heads, c->head_dim, c->n_rot, pos[t], c->rope_theta,
+                     c->rope_freq_scale, m->rope_freqs, neox);
+        lam_rope_f32(a->k + (size_t)t * kv_dim, c->n_kv_heads, c->head_dim, c->n_rot, pos[t], c->rope_theta,
+                     c->rope_freq_scale, m->rope_freqs, neox);
+    }
+}
+
+void lam_dense_post(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int l, int n)
+{
+    const lam_model_config_t *c = &m->cfg;
+    const lam_layer_t *L = &m->layers[l];
+    const int dim = c->dim, q_dim = c->n_heads * c->head_dim;
+    matmul(a, quant_act, a->xo, a->att, L->wo, NULL, n, q_dim, dim, L->act[LAM_W_O], L->wmin[LAM_W_O]);
+    for (size_t i = 0; i < (size_t)n * dim; i++)
+        a->x[i] += a->xo[i];
+    for (int t = 0; t < n; t++)
+        lam_rmsnorm_f32(a->xb + (size_t)t * dim, a->x + (size_t)t * dim, L->ffn_norm, dim, c->norm_eps);
+    matmul(a, quant_act, a->hg, a->xb, L->w_gate, NULL, n, dim, c->ffn_dim, L->act[LAM_W_GATE],
+           L->wmin[LAM_W_GATE]);
+    matmul(a, quant_act, a->hu, a->xb, L->w_up, NULL, n, dim, c->ffn_dim, L->act[LAM_W_UP], L->wmin[LAM_W_UP]);
+    lam_swiglu_f32(a->hg, a->hu, n * c->ffn_dim);
+    matmul(a, quant_act, a->xo, a->hg, L->w_down, NULL, n, c->ffn_dim, dim, L->act[LAM_W_DOWN],
+           L->wmin[LAM_W_DOWN]);
+    for (size_t i = 0; i < (size_t)n * dim; i++)
+        a->x[i] += a->xo[i];
+}
+
+int lam_dense_logits(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want, int n,
+                     float *logits)
+{
+    const lam_model_config_t *c = &m->cfg;
+    int n_out = 0;
+    for (int t = 0; t < n; t++) {
+        if (want && !want[t])
+            continue;
+        lam_rmsnorm_f32(a->xb + (size_t)n_out * c->dim, a->x + (size_t)t * c->dim, m->out_norm, c->dim,
+                        c->norm_eps);
+        n_out++;
+    }
+    if (n_out > 0)
+        matmul(a, quant_act, logits, a->xb, m->lm_head, NULL, n_out, c->dim, c->vocab, m->lm_head_act,
+               m->lm_head_min);
+    return n_out;
+}
