@@ -1,0 +1,53 @@
+/* Continuous batching over the offloaded pipeline. Requests queue up and
+ * join at step boundaries; every step carries one token of each decoding
+ * sequence plus prompt chunks (at most `chunk` tokens of one prompt) up to
+ * max_step_tokens; sequences leave when done and are released on the
+ * attention nodes. A failed attention node fails the requests whose KV it
+ * held (all active ones: sharding is by head) with a clear status; queued
+ * requests wait for it to come back. */
+#ifndef LAM_SCHED_H
+#define LAM_SCHED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "compute_node/pipeline.h"
+#include "compute_node/sampler.h"
+
+typedef struct lam_sched lam_sched_t;
+
+typedef struct lam_sched_opts {
+    int max_seqs;          /* active sequences at once */
+    int max_queue;         /* requests waiting at most (beyond: refused) */
+    int chunk;             /* prompt tokens per sequence per step */
+    int max_step_tokens;   /* tokens per step (<= the pipeline's max_tokens) */
+    int max_ctx;           /* prompt + generated tokens per sequence */
+    double queue_timeout_s;/* a request waiting longer fails (0: never) */
+} lam_sched_opts_t;
+
+typedef struct lam_sched_hooks {
+    void (*on_token)(void *ud, int req, int32_t tok);
+    /* last call for req: LAM_OK when it finished normally */
+    void (*on_done)(void *ud, int req, lam_status_t st);
+    bool (*is_eog)(void *ud, int32_t tok); /* NULL: never */
+    void *ud;
+} lam_sched_hooks_t;
+
+lam_status_t lam_sched_create(lam_pipe_t *p, lam_remote_t *r, int vocab, const lam_sched_opts_t *o,
+                              const lam_sched_hooks_t *h, lam_sched_t **out);
+void lam_sched_destroy(lam_sched_t *s);
+
+/* Queues a request (the prompt is copied). Returns its id (>= 0), or a
+ * negative lam_status_t: LAM_ERR_RANGE (does not fit the context),
+ * LAM_ERR_INVALID_ARG (bad tokens or sampler), LAM_ERR_NO_MEMORY (queue full). */
+int lam_sched_submit(lam_sched_t *s, const int32_t *prompt, int n_prompt, int max_new,
+                     const lam_sampler_params_t *sp);
+
+/* Runs one step. Returns the tokens processed (0: nothing could run, e.g.
+ * idle or waiting for attention nodes). */
+int lam_sched_step(lam_sched_t *s);
+
+/* Requests queued or running. */
+int lam_sched_pending(const lam_sched_t *s);
+
+#endif
