@@ -86,7 +86,7 @@ enum {
     LAM_CAP_STATS = 1u << 1,
 };
 
-typedef struct LAM_PACKED lam_wire_hdr {
+typedef struct LAM_WIRE_PACKED lam_wire_hdr {
     uint32_t magic;
     uint16_t version;
     uint16_t type;
@@ -94,7 +94,7 @@ typedef struct LAM_PACKED lam_wire_hdr {
     uint32_t tag;
 } lam_wire_hdr_t;
 
-typedef struct LAM_PACKED lam_wire_hello {
+typedef struct LAM_WIRE_PACKED lam_wire_hello {
     uint32_t caps;
     uint32_t max_msg;          /* largest message the client will send or accept */
     uint64_t model_fingerprint;
@@ -106,7 +106,7 @@ typedef struct LAM_PACKED lam_wire_hello {
     uint8_t nonce[LAM_WIRE_NONCE];
 } lam_wire_hello_t;
 
-typedef struct LAM_PACKED lam_wire_challenge {
+typedef struct LAM_WIRE_PACKED lam_wire_challenge {
     uint32_t caps;
     uint32_t max_msg;          /* largest message the node accepts */
     uint64_t model_fingerprint;
@@ -127,11 +127,11 @@ typedef struct LAM_PACKED lam_wire_challenge {
     uint8_t mac[LAM_WIRE_MAC];
 } lam_wire_challenge_t;
 
-typedef struct LAM_PACKED lam_wire_auth {
+typedef struct LAM_WIRE_PACKED lam_wire_auth {
     uint8_t mac[LAM_WIRE_MAC];
 } lam_wire_auth_t;
 
-typedef struct LAM_PACKED lam_wire_attn {
+typedef struct LAM_WIRE_PACKED lam_wire_attn {
     uint64_t step;
     uint16_t layer;
     uint8_t mb;                /* micro-batch, echoed */
@@ -144,19 +144,19 @@ typedef struct LAM_PACKED lam_wire_attn {
     uint32_t reserved;
 } lam_wire_attn_t;
 
-typedef struct LAM_PACKED lam_wire_seq {
+typedef struct LAM_WIRE_PACKED lam_wire_seq {
     uint64_t seq_id;           /* chosen by the compute node, unique per connection */
     uint32_t pos;              /* position of the chunk's first token */
     uint16_t n_tok;            /* chunk length (1 for decode) */
     int16_t status;            /* 0 in requests; lam_status_t in results */
 } lam_wire_seq_t;
 
-typedef struct LAM_PACKED lam_wire_release {
+typedef struct LAM_WIRE_PACKED lam_wire_release {
     uint32_t n_seq;
     uint32_t reserved;
 } lam_wire_release_t;
 
-typedef struct LAM_PACKED lam_wire_stats {
+typedef struct LAM_WIRE_PACKED lam_wire_stats {
     uint64_t pages_total;
     uint64_t pages_used;
     uint64_t n_seqs;
@@ -166,7 +166,7 @@ typedef struct LAM_PACKED lam_wire_stats {
     uint64_t bad_msgs;         /* rejected messages, all peers */
 } lam_wire_stats_t;
 
-typedef struct LAM_PACKED lam_wire_error {
+typedef struct LAM_WIRE_PACKED lam_wire_error {
     int32_t code;              /* lam_status_t */
     uint32_t msg_len;
 } lam_wire_error_t;
