@@ -12,6 +12,7 @@
  *     cluster token) are refused with a clear error. */
 #include "common/gguf.h"
 #include "common/model.h"
+#include "common/proc.h"
 #include "compute_node/backend.h"
 #include "compute_node/engine.h"
 #include "compute_node/generate.h"
@@ -44,7 +45,7 @@ static char g_model_path[4096];
 
 typedef struct cluster {
     int n;
-    nodeproc_t np[MAX_NODES];
+    lam_proc_t np[MAX_NODES];
     char kv[8];
     lam_backend_t *be;
     lam_remote_t *r;
@@ -58,7 +59,7 @@ static int start_node(cluster_t *c, int i, int port)
     snprintf(ports, sizeof ports, "%d", port);
     const char *args[] = {"--model", g_model_path, "--port", ports, "--shard", shard, "--kv-dtype", c->kv,
                           "--kv-capacity", "256M", "--threads", "1", NULL};
-    return np_start(&c->np[i], LAM_ATTN_NODE_BIN, args, 60.0);
+    return lam_proc_start(&c->np[i], LAM_ATTN_NODE_BIN, args, 60.0);
 }
 
 static void cluster_stop(cluster_t *c)
@@ -68,7 +69,7 @@ static void cluster_stop(cluster_t *c)
     lam_backend_destroy(c->be);
     for (int i = 0; i < c->n; i++)
         if (c->np[i].pid > 0)
-            np_stop(&c->np[i], 0);
+            lam_proc_stop(&c->np[i], 0);
     memset(c, 0, sizeof *c);
 }
 
@@ -267,7 +268,7 @@ static void test_node_killed(void)
         steps += lam_sched_step(s) > 0;
     int port = c.np[1].port;
     double t_kill = lam_now_s();
-    np_stop(&c.np[1], 1);
+    lam_proc_stop(&c.np[1], 1);
     run_until_idle(s, 30);
     CU_ASSERT_EQUAL(lam_sched_pending(s), 0);
     int failed = 0;
@@ -328,7 +329,7 @@ static void test_bad_config(void)
     CU_ASSERT_FATAL(lam_remote_create(&ro, &r) == LAM_OK);
     CU_ASSERT_EQUAL(lam_remote_wait_ready(r, 10000), LAM_OK);
     lam_remote_destroy(r);
-    np_stop(&c.np[0], 0);
+    lam_proc_stop(&c.np[0], 0);
 }
 
 /* ---- setup ---- */

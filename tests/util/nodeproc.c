@@ -1,14 +1,6 @@
 #include "tests/util/nodeproc.h"
 
-#include <errno.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 void np_loopback_env(void)
 {
@@ -17,78 +9,4 @@ void np_loopback_env(void)
     setenv("UCX_MM_ERROR_HANDLING", "y", 0);
     setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 0);
     setenv("LAMINA_CLUSTER_TOKEN", "test-cluster-token-0123456789", 0);
-}
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-int np_start(nodeproc_t *np, const char *bin, const char *const *args, double timeout_s)
-{
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = bin;
-    for (int i = 0; args[i] && n < 63; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    np->pid = pid;
-    np->port = -1;
-    char line[512];
-    size_t len = 0;
-    double deadline = mono_s() + timeout_s;
-    while (np->port < 0 && mono_s() < deadline) {
-        struct pollfd p = {fds[0], POLLIN, 0};
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        ssize_t r = read(fds[0], line + len, sizeof line - 1 - len);
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-        line[len] = '\0';
-        const char *at = strstr(line, "listening on ");
-        const char *colon = at ? strrchr(at, ':') : NULL;
-        if (colon && strchr(colon, '\n'))
-            np->port = atoi(colon + 1);
-    }
-    np->out_fd = fds[0];
-    if (np->port <= 0) {
-        fprintf(stderr, "nodeproc: %s did not report a listening port within %.0f s\n", bin, timeout_s);
-        np_stop(np, 1);
-        return -1;
-    }
-    return 0;
-}
-
-int np_stop(nodeproc_t *np, int hard)
-{
-    if (np->pid <= 0)
-        return -1;
-    kill(np->pid, hard ? SIGKILL : SIGTERM);
-    int status = 0;
-    while (waitpid(np->pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    np->pid = 0;
-    close(np->out_fd);
-    np->out_fd = -1;
-    return status;
 }

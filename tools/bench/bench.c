@@ -44,6 +44,12 @@ static const shape_t g_shapes[] = {
 
 static double run_shape(const lam_model_t *m, const shape_t *s)
 {
+    return bench_engine_decode_tps(m, s->batch, s->prompt, s->gen);
+}
+
+double bench_engine_decode_tps(const lam_model_t *m, int batch, int prompt, int gen)
+{
+    const shape_t shape = {"", batch, prompt, gen, ""}, *s = &shape;
     lam_engine_opts_t eo = {.n_slots = s->batch, .max_ctx = s->prompt + s->gen + 1, .max_batch_tokens = 512};
     lam_engine_t *e = NULL;
     if (lam_engine_create(m, &eo, &e) != LAM_OK)
@@ -231,6 +237,9 @@ static void usage(FILE *f)
                "modes:\n"
                "  reference    reference-engine decode tokens/s at batch 1 and 16 vs llama.cpp\n"
                "  memory       streaming-read bandwidth, and weight bytes/s at batch-1 decode over it\n"
+               "  exchange     per-layer q/k/v -> o round trip to an attention node over ucx_perftest\n"
+               "  pipeline     two-micro-batch decode step over max(dense, attention + exchange)\n"
+               "  offload      end-to-end decode tokens/s, offloaded vs the reference engine\n"
                "options:\n"
                "  -m, --model PATH   GGUF model (default: the shipped SmolLM2 in ~/.cache/lamina)\n"
                "  -t, --threads N    threads for both engines (default: all cores)\n"
@@ -280,7 +289,8 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*run)(const bench_opts_t *);
-    } modes[] = {{"reference", bench_reference}, {"memory", bench_memory}};
+    } modes[] = {{"reference", bench_reference}, {"memory", bench_memory}, {"exchange", bench_exchange},
+                 {"pipeline", bench_pipeline}, {"offload", bench_offload}};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
         if (!strcmp(mode, modes[i].name))
             return modes[i].run(&o);

@@ -29,4 +29,13 @@ double bench_stream_read_gbps(size_t bytes);
  * o->json; takes ownership of res. */
 int bench_write_json(const bench_opts_t *o, const char *mode, json_t *res);
 
+/* Reference-engine decode tokens/s: batch sequences of `prompt` arbitrary
+ * tokens, `gen` greedy tokens each. */
+double bench_engine_decode_tps(const lam_model_t *m, int batch, int prompt, int gen);
+
+/* Attention-offload modes (bench_offload.c). */
+int bench_exchange(const bench_opts_t *o);
+int bench_pipeline(const bench_opts_t *o);
+int bench_offload(const bench_opts_t *o);
+
 #endif

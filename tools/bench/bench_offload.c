@@ -1,0 +1,406 @@
+/* lamina-bench modes for attention offload. Each starts its own attention
+ * node processes on loopback (lamina-attention-node next to lamina-bench or
+ * in the build tree), with the UCX settings of the environment.
+ *
+ *   exchange  per-layer round trip of a decode micro-batch (q/k/v out, o
+ *             back) through the real protocol and an attention node, minus
+ *             the node's own kernel time (from STATS), over the ceiling
+ *             ucx_perftest -t ucp_am_lat measures at the request and reply
+ *             sizes (one-way latency of each, medians).
+ *   pipeline  decode step time with two micro-batches over max(dense,
+ *             attention + exchange), the latter two measured on the same
+ *             batch with one micro-batch (no overlap).
+ *   offload   end-to-end decode tokens/s at batch 1 and 16, offloaded (one
+ *             attention node) vs the reference engine. */
+#include "common/log.h"
+#include "common/proc.h"
+#include "compute_node/backend.h"
+#include "compute_node/generate.h"
+#include "compute_node/pipeline.h"
+#include "compute_node/remote.h"
+#include "compute_node/sched.h"
+#include "tools/bench/bench.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_NODES 8
+
+typedef struct cluster {
+    int n;
+    lam_proc_t np[MAX_NODES];
+    lam_remote_t *r;
+} cluster_t;
+
+static void cluster_stop(cluster_t *c)
+{
+    lam_remote_destroy(c->r);
+    for (int i = 0; i < c->n; i++)
+        if (c->np[i].pid > 0)
+            lam_proc_stop(&c->np[i], 0);
+    memset(c, 0, sizeof *c);
+}
+
+/* Starts n nodes (threads each) and connects a client for micro-batches of
+ * max_tokens tokens / max_seqs sequences. */
+static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t *m, int n, int node_threads,
+                         int max_tokens, int max_seqs)
+{
+    memset(c, 0, sizeof *c);
+    char bin[4096];
+    if (!lam_proc_sibling("lamina-attention-node", "attention_node", bin, sizeof bin)) {
+        lam_log_error("bench: lamina-attention-node not found next to lamina-bench");
+        return -1;
+    }
+    setenv("LAMINA_CLUSTER_TOKEN", "bench-cluster-token-0123456789", 0);
+    lam_remote_addr_t addrs[MAX_NODES];
+    char threads[16], shard[32], mbt[16];
+    snprintf(threads, sizeof threads, "%d", node_threads);
+    snprintf(mbt, sizeof mbt, "%d", max_tokens > 2048 ? max_tokens : 2048);
+    for (int i = 0; i < n; i++) {
+        snprintf(shard, sizeof shard, "%d/%d", i, n);
+        const char *args[] = {"--model", o->model, "--port", "0", "--shard", shard, "--kv-dtype", "f16",
+                              "--kv-capacity", "1G", "--threads", threads, "--max-batch-tokens", mbt, NULL};
+        if (lam_proc_start(&c->np[i], bin, args, 60.0) != 0) {
+            cluster_stop(c);
+            return -1;
+        }
+        c->n = i + 1;
+        snprintf(addrs[i].host, sizeof addrs[i].host, "127.0.0.1");
+        addrs[i].port = c->np[i].port;
+    }
+    lam_remote_opts_t ro = {.n_nodes = n, .addrs = addrs, .token = getenv("LAMINA_CLUSTER_TOKEN"),
+                            .fingerprint = m->fingerprint, .cfg = &m->cfg, .kv_dtype = LAM_DT_F16,
+                            .act_dtype = LAM_DT_F16, .max_tokens = max_tokens, .max_seqs = max_seqs};
+    if (lam_remote_create(&ro, &c->r) != LAM_OK || lam_remote_wait_ready(c->r, 20000) != LAM_OK) {
+        cluster_stop(c);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ucx_perftest -t ucp_am_lat at `size` bytes: median one-way latency in
+ * microseconds, or -1. Runs a server and a client on loopback. */
+static double perftest_am_lat_us(size_t size, int iters)
+{
+    static int port = 0;
+    if (port == 0)
+        port = 20000 + (int)(getpid() % 20000);
+    port++;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "(ucx_perftest -p %d >/dev/null 2>&1 &) ; sleep 0.5; "
+             "timeout 60 ucx_perftest 127.0.0.1 -p %d -t ucp_am_lat -s %zu -n %d 2>/dev/null",
+             port, port, size, iters);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1.0;
+    char line[512];
+    double med = -1.0;
+    while (fgets(line, sizeof line, p)) {
+        long it;
+        double m50;
+        if (sscanf(line, "Final: %ld %lf", &it, &m50) == 2)
+            med = m50;
+    }
+    pclose(p);
+    return med;
+}
+
+static void fill_random(float *x, size_t n, unsigned *seed)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)rand_r(seed) / (float)RAND_MAX - 0.5f;
+}
+
+int bench_exchange(const bench_opts_t *o)
+{
+    lam_gguf_t *g = NULL;
+    lam_model_t *m = NULL;
+    if (bench_open_model(o, &g, &m))
+        return 1;
+    const lam_model_config_t *c = &m->cfg;
+    const int batches[] = {1, 16, 64};
+    const int n_batches = o->quick ? 2 : 3, steps = o->quick ? 10 : 40;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    json_t *res = json_array();
+    printf("per-layer exchange round trip, 1 attention node, f16 on the wire, UCX_TLS=%s\n",
+           getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
+    printf("%-8s %10s %10s %10s %10s %12s %8s\n", "batch", "req B", "reply B", "rtt us", "kernel us",
+           "perftest us", "ratio");
+    int rc = 0;
+    for (int bi = 0; bi < n_batches; bi++) {
+        int B = batches[bi];
+        cluster_t cl;
+        if (cluster_start(&cl, o, m, 1, 1, B, B) != 0) {
+            rc = 1;
+            break;
+        }
+        float *q = malloc((size_t)B * q_dim * sizeof *q), *k = malloc((size_t)B * kv_dim * sizeof *k),
+              *v = malloc((size_t)B * kv_dim * sizeof *v), *out = malloc((size_t)B * q_dim * sizeof *out);
+        unsigned seed = 1234;
+        fill_random(q, (size_t)B * q_dim, &seed);
+        fill_random(k, (size_t)B * kv_dim, &seed);
+        fill_random(v, (size_t)B * kv_dim, &seed);
+        lam_remote_seq_t seqs[64];
+        int16_t st[64];
+        int n_rt = steps * c->n_layers;
+        double *rtt = malloc((size_t)n_rt * sizeof *rtt);
+        lam_remote_request_stats(cl.r);
+        usleep(200000);
+        lam_remote_node_info_t before, after;
+        lam_remote_node_info(cl.r, 0, &before);
+        int n = 0;
+        for (int s = 0; s < steps; s++) {
+            for (int i = 0; i < B; i++)
+                seqs[i] = (lam_remote_seq_t){(uint64_t)i + 1, s, 1};
+            for (int l = 0; l < c->n_layers; l++) {
+                double t0 = lam_now_s();
+                if (lam_remote_submit(cl.r, 0, (uint64_t)s, l, seqs, B, B, q, k, v, out) != LAM_OK ||
+                    lam_remote_wait(cl.r, 0, st) != LAM_OK) {
+                    rc = 1;
+                    break;
+                }
+                rtt[n++] = (lam_now_s() - t0) * 1e6;
+            }
+        }
+        lam_remote_request_stats(cl.r);
+        usleep(200000);
+        lam_remote_node_info(cl.r, 0, &after);
+        double kern_us = after.stats.attn_msgs > before.stats.attn_msgs
+                             ? (double)(after.stats.attn_ns - before.stats.attn_ns) / 1e3 /
+                                   (double)(after.stats.attn_msgs - before.stats.attn_msgs)
+                             : 0.0;
+        double med = n ? median(rtt, n) : -1;
+        double exch = med - kern_us;
+        lam_wire_attn_t h = {.n_seq = (uint16_t)B, .n_q_heads = (uint16_t)c->n_heads,
+                             .n_kv_heads = (uint16_t)c->n_kv_heads, .head_dim = (uint16_t)c->head_dim,
+                             .n_tok = (uint32_t)B, .dtype = LAM_DT_F16};
+        size_t req = lam_wire_attn_layout(&h, 0).total, rep = lam_wire_attn_layout(&h, 1).total;
+        cluster_stop(&cl);
+        double pt = perftest_am_lat_us(req, 2000) + perftest_am_lat_us(rep, 2000);
+        double ratio = pt > 0 ? exch / pt : 0;
+        printf("%-8d %10zu %10zu %10.1f %10.1f %12.1f %8.2f\n", B, req, rep, med, kern_us, pt, ratio);
+        json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:I, s:I, s:f, s:f}", "name",
+                                             "exchange", "metric", "exchange_us", "value", exch, "ceiling", pt,
+                                             "ceiling_name", "ucx_perftest_ucp_am_lat", "ratio", ratio, "batch", B,
+                                             "request_bytes", (json_int_t)req, "reply_bytes", (json_int_t)rep,
+                                             "rtt_us", med, "kernel_us", kern_us));
+        free(q);
+        free(k);
+        free(v);
+        free(out);
+        free(rtt);
+        if (rc)
+            break;
+    }
+    if (rc == 0 && o->json)
+        rc = bench_write_json(o, "exchange", res);
+    else
+        json_decref(res);
+    lam_model_free(m);
+    lam_gguf_close(g);
+    return rc;
+}
+
+/* Prefills B sequences of ctx random tokens through the pipeline (ids from
+ * id0), then times `steps` decode steps; returns per-step stats. */
+static int decode_steps(lam_pipe_t *p, int vocab, int B, int ctx, int steps, uint64_t id0, lam_pipe_stats_t *out)
+{
+    int T = B * ctx > B ? B * ctx : B;
+    int32_t *tok = malloc((size_t)T * sizeof *tok);
+    float *logits = malloc((size_t)B * vocab * sizeof *logits);
+    lam_remote_seq_t *seqs = malloc((size_t)B * sizeof *seqs);
+    int16_t *st = malloc((size_t)B * sizeof *st);
+    uint8_t *want = calloc((size_t)T, 1);
+    int rc = 0;
+    /* prefill one sequence at a time (chunks of ctx) */
+    for (int b = 0; b < B && rc == 0; b++) {
+        for (int t = 0; t < ctx; t++)
+            tok[t] = 1000 + (b * 131 + t * 7919) % 20000;
+        seqs[0] = (lam_remote_seq_t){id0 + (uint64_t)b, 0, ctx};
+        lam_step_t s = {1, seqs, ctx, tok, want};
+        rc = lam_pipe_step(p, &s, logits, st) != LAM_OK;
+    }
+    lam_pipe_stats_reset(p);
+    for (int i = 0; i < steps && rc == 0; i++) {
+        for (int b = 0; b < B; b++) {
+            seqs[b] = (lam_remote_seq_t){id0 + (uint64_t)b, ctx + i, 1};
+            tok[b] = 1000 + (b * 17 + i) % 20000;
+            want[b] = 1;
+        }
+        lam_step_t s = {B, seqs, B, tok, want};
+        rc = lam_pipe_step(p, &s, logits, st) != LAM_OK;
+    }
+    *out = *lam_pipe_stats(p);
+    free(tok);
+    free(logits);
+    free(seqs);
+    free(st);
+    free(want);
+    return rc;
+}
+
+int bench_pipeline(const bench_opts_t *o)
+{
+    lam_gguf_t *g = NULL;
+    lam_model_t *m = NULL;
+    if (bench_open_model(o, &g, &m))
+        return 1;
+    const int B = 16, ctx = o->quick ? 128 : 512, steps = o->quick ? 8 : 32;
+    int node_threads = o->threads > 1 ? o->threads / 2 : 1;
+    cluster_t cl;
+    lam_backend_t *be = NULL;
+    lam_pipe_t *p2 = NULL, *p1 = NULL;
+    int rc = 1;
+    if (cluster_start(&cl, o, m, 1, node_threads, ctx > B ? ctx : B, B) != 0)
+        goto done;
+    lam_pipe_opts_t po = {.max_tokens = ctx > B ? ctx : B, .max_seqs = B};
+    if (lam_backend_cpu_create(m, false, &be) != LAM_OK || lam_pipe_create(be, cl.r, &po, &p2) != LAM_OK)
+        goto done;
+    po.single_mb = true;
+    if (lam_pipe_create(be, cl.r, &po, &p1) != LAM_OK)
+        goto done;
+    lam_pipe_stats_t s2, s1;
+    if (decode_steps(p2, m->cfg.vocab, B, ctx, steps, 1, &s2) || decode_steps(p1, m->cfg.vocab, B, ctx, steps, 1000, &s1))
+        goto done;
+    double t2 = s2.step_s / s2.steps, dense = s1.dense_s / s1.steps, attn = s1.wait_s / s1.steps;
+    double bound = dense > attn ? dense : attn, ratio = t2 / bound;
+    printf("decode step, batch %d, context %d, 1 attention node (%d threads), compute %d threads, UCX_TLS=%s\n", B,
+           ctx, node_threads, o->threads, getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
+    printf("%-34s %10s\n", "measure", "ms/step");
+    printf("%-34s %10.2f\n", "dense (one micro-batch)", dense * 1e3);
+    printf("%-34s %10.2f\n", "attention + exchange (one mb)", attn * 1e3);
+    printf("%-34s %10.2f\n", "sequential step (one mb)", s1.step_s / s1.steps * 1e3);
+    printf("%-34s %10.2f   ratio over max(dense, attn+exch): %.3f\n", "two micro-batches", t2 * 1e3, ratio);
+    rc = 0;
+    if (o->json) {
+        json_t *res = json_array();
+        json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:i, s:f, s:f, s:f}", "name",
+                                             "pipeline_step", "metric", "step_ms", "value", t2 * 1e3, "ceiling",
+                                             bound * 1e3, "ceiling_name", "max(dense, attention+exchange)", "ratio",
+                                             ratio, "batch", B, "ctx", ctx, "dense_ms", dense * 1e3,
+                                             "attn_exchange_ms", attn * 1e3, "sequential_ms",
+                                             s1.step_s / s1.steps * 1e3));
+        rc = bench_write_json(o, "pipeline", res);
+    }
+done:
+    lam_pipe_destroy(p1);
+    lam_pipe_destroy(p2);
+    lam_backend_destroy(be);
+    cluster_stop(&cl);
+    lam_model_free(m);
+    lam_gguf_close(g);
+    return rc;
+}
+
+typedef struct count {
+    long tokens;
+    int failed;
+} count_t;
+
+static void cnt_token(void *ud, int req, int32_t t)
+{
+    (void)req;
+    (void)t;
+    ((count_t *)ud)->tokens++;
+}
+
+static void cnt_done(void *ud, int req, lam_status_t st)
+{
+    (void)req;
+    ((count_t *)ud)->failed += st != LAM_OK;
+}
+
+/* Offloaded decode tokens/s for `batch` sequences (prompt, gen as the
+ * reference shapes): time from the first all-decode step to the end. */
+static double offload_tps(lam_pipe_t *p, lam_remote_t *r, int vocab, int batch, int prompt, int gen)
+{
+    count_t cnt = {0};
+    lam_sched_opts_t so = {.max_seqs = batch, .max_queue = batch, .chunk = prompt, .max_step_tokens = batch * prompt,
+                           .max_ctx = prompt + gen + 1};
+    lam_sched_hooks_t h = {cnt_token, cnt_done, NULL, &cnt};
+    lam_sched_t *s = NULL;
+    if (lam_sched_create(p, r, vocab, &so, &h, &s) != LAM_OK)
+        return -1;
+    int32_t *pr = malloc((size_t)prompt * sizeof *pr);
+    lam_sampler_params_t greedy = {.temperature = 0.0f, .top_p = 1.0f};
+    for (int b = 0; b < batch; b++) {
+        for (int t = 0; t < prompt; t++)
+            pr[t] = 1000 + ((b * prompt + t) * 7919) % 20000;
+        lam_sched_submit(s, pr, prompt, gen, &greedy);
+    }
+    lam_sched_step(s); /* the prompts (and the first token) */
+    long t_first = cnt.tokens;
+    double t0 = lam_now_s();
+    while (lam_sched_pending(s) > 0)
+        if (lam_sched_step(s) == 0)
+            break;
+    double dt = lam_now_s() - t0;
+    long decoded = cnt.tokens - t_first;
+    free(pr);
+    lam_sched_destroy(s);
+    return cnt.failed || dt <= 0 ? -1 : decoded / dt;
+}
+
+int bench_offload(const bench_opts_t *o)
+{
+    lam_gguf_t *g = NULL;
+    lam_model_t *m = NULL;
+    if (bench_open_model(o, &g, &m))
+        return 1;
+    const int shapes[][3] = {{1, 1, 64}, {16, 16, 32}};
+    int node_threads = o->threads > 1 ? o->threads / 2 : 1;
+    json_t *res = json_array();
+    printf("end-to-end decode, offloaded (1 attention node, %d threads, f16 KV) vs reference engine, %d threads\n",
+           node_threads, o->threads);
+    printf("%-12s %14s %14s %8s\n", "shape", "offload tok/s", "engine tok/s", "ratio");
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        int B = shapes[i][0], P = shapes[i][1], G = shapes[i][2];
+        cluster_t cl;
+        lam_backend_t *be = NULL;
+        lam_pipe_t *p = NULL;
+        lam_pipe_opts_t po = {.max_tokens = B * P, .max_seqs = B};
+        if (cluster_start(&cl, o, m, 1, node_threads, B * P, B) != 0 || lam_backend_cpu_create(m, false, &be) != LAM_OK ||
+            lam_pipe_create(be, cl.r, &po, &p) != LAM_OK) {
+            rc = 1;
+        } else {
+            double off = offload_tps(p, cl.r, m->cfg.vocab, B, P, G);
+            double ref = bench_engine_decode_tps(m, B, P, G);
+            double ratio = ref > 0 ? off / ref : 0;
+            printf("decode_b%-4d %14.1f %14.1f %8.3f\n", B, off, ref, ratio);
+            char name[32];
+            snprintf(name, sizeof name, "decode_b%d", B);
+            json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i}", "name", name, "metric",
+                                                 "tokens_per_s", "value", off, "ceiling", ref, "ceiling_name",
+                                                 "reference_engine", "ratio", ratio, "batch", B));
+            rc = off > 0 ? 0 : 1;
+        }
+        lam_pipe_destroy(p);
+        lam_backend_destroy(be);
+        cluster_stop(&cl);
+    }
+    if (rc == 0 && o->json)
+        rc = bench_write_json(o, "offload", res);
+    else
+        json_decref(res);
+    lam_model_free(m);
+    lam_gguf_close(g);
+    return rc;
+}
