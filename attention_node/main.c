@@ -56,7 +56,7 @@ static void usage(FILE *f)
             "      --max-ctx N           longest sequence (default: the model's context length)\n"
             "      --max-seqs N          sequences held at once (default 256)\n"
             "      --max-batch-tokens N  tokens per ATTN message (default 2048)\n"
-            "      --token-file PATH     cluster token (first line); LAMINA_CLUSTER_TOKEN, if set, wins\n"
+            "      --token-file PATH     cluster token (first line; else LAMINA_CLUSTER_TOKEN)\n"
             "  -t, --threads N           OpenMP threads (default: all cores)\n"
             "      --log-level L         debug, info, warn or error (default info)\n"
             "  -h, --help\n"

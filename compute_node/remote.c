@@ -62,6 +62,7 @@ struct lam_remote {
     pthread_t thr;
     int efd;
     atomic_bool stop;
+    bool closing;                     /* lam_remote_destroy: connection losses are expected */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     node_t *nodes;
@@ -118,7 +119,9 @@ static void node_lost(lam_remote_t *r, node_t *n, lam_status_t why)
     n->next_try = now_s() + r->o.reconnect_ms / 1000.0;
     n->send_busy[0] = n->send_busy[1] = 0;
     n->rel_busy = n->stats_busy = 0;
-    if (was_up) {
+    if (was_up && r->closing) {
+        atomic_fetch_sub(&r->n_up, 1);
+    } else if (was_up) {
         n->losses++;
         atomic_fetch_sub(&r->n_up, 1);
         atomic_fetch_add(&r->epoch, 1);
@@ -542,6 +545,7 @@ void lam_remote_destroy(lam_remote_t *r)
         wake(r);
         pthread_join(r->thr, NULL);
     }
+    r->closing = true;
     lam_net_destroy(r->net);
     if (r->efd >= 0)
         close(r->efd);

@@ -39,9 +39,7 @@ bool lam_auth_equal(const uint8_t a[LAM_WIRE_MAC], const uint8_t b[LAM_WIRE_MAC]
 lam_status_t lam_auth_load_token(const char *path, char *buf, size_t len)
 {
     const char *env = getenv("LAMINA_CLUSTER_TOKEN");
-    if (env && *env) {
-        snprintf(buf, len, "%s", env);
-    } else if (path && *path) {
+    if (path && *path) {
         FILE *f = fopen(path, "r");
         if (!f) {
             lam_log_error("auth: cannot open token file %s", path);
@@ -50,8 +48,10 @@ lam_status_t lam_auth_load_token(const char *path, char *buf, size_t len)
         if (!fgets(buf, (int)len, f))
             buf[0] = '\0';
         fclose(f);
+    } else if (env && *env) {
+        snprintf(buf, len, "%s", env);
     } else {
-        lam_log_error("auth: no cluster token (set LAMINA_CLUSTER_TOKEN or give a token file)");
+        lam_log_error("auth: no cluster token (give a token file or set LAMINA_CLUSTER_TOKEN)");
         return LAM_ERR_CONFIG;
     }
     size_t n = strlen(buf);

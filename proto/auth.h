@@ -23,8 +23,9 @@ void lam_auth_mac(uint8_t mac[LAM_WIRE_MAC], const char *token, const char *role
 /* Constant-time comparison of two proofs. */
 bool lam_auth_equal(const uint8_t a[LAM_WIRE_MAC], const uint8_t b[LAM_WIRE_MAC]);
 
-/* Reads the cluster token: the value of LAMINA_CLUSTER_TOKEN if set, else
- * the first line of `path` (if path is non-NULL), trailing whitespace cut.
+/* Reads the cluster token: the first line of `path` if path is given (the
+ * command line wins), else the value of LAMINA_CLUSTER_TOKEN; trailing
+ * whitespace cut.
  * Tokens shorter than 16 bytes are refused. */
 lam_status_t lam_auth_load_token(const char *path, char *buf, size_t len);
 
