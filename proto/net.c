@@ -532,6 +532,13 @@ static int net_step_conn_events(lam_net_t *n)
             c->ev_hello = c->ev_ack = 0;
             continue;
         }
+        if (c->ev_failed && c->up && c->rx_head &&
+            (c->rx_head->state == RX_READY || c->rx_head->state == RX_WAIT_EAGER)) {
+            /* what the peer sent before it went away (an ERROR explaining
+             * why, say) is delivered first; net_step_deliver runs next */
+            did++;
+            continue;
+        }
         if (c->ev_failed) {
             lam_log_info("net: connection %s %s: %s", c->is_client ? "to" : "from", c->peer,
                          ucs_status_string(c->fail_status));
