@@ -492,6 +492,9 @@ static void *comm_main(void *arg)
         if (lam_net_progress(r->net) == 0)
             lam_net_wait(r->net, 20);
     }
+    /* leave no released sequence behind on the nodes */
+    pump_releases(r);
+    lam_net_flush(r->net, 500);
     return NULL;
 }
 
