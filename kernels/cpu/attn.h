@@ -36,7 +36,7 @@ typedef struct lam_attn_args {
 } lam_attn_args_t;
 
 /* Plain C oracle: one query row at a time, scores for all keys, then a
- * two-pass softmax and the weighted sum, all in f32/f64-free arithmetic.
+ * two-pass softmax and the weighted sum, all in f32 arithmetic (no f64).
  * scratch holds at least (max position + 1) floats. */
 void lam_attn_paged_ref(const lam_attn_args_t *a, float *scratch);
 

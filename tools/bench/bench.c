@@ -237,6 +237,7 @@ static void usage(FILE *f)
                "modes:\n"
                "  reference    reference-engine decode tokens/s at batch 1 and 16 vs llama.cpp\n"
                "  memory       streaming-read bandwidth, and weight bytes/s at batch-1 decode over it\n"
+               "  attention    paged-attention decode K+V bytes/s (fp16 KV) over streaming-read bandwidth\n"
                "  exchange     per-layer q/k/v -> o round trip to an attention node over ucx_perftest\n"
                "  pipeline     two-micro-batch decode step over max(dense, attention + exchange)\n"
                "  offload      end-to-end decode tokens/s, offloaded vs the reference engine\n"
@@ -290,7 +291,7 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(const bench_opts_t *);
     } modes[] = {{"reference", bench_reference}, {"memory", bench_memory}, {"exchange", bench_exchange},
-                 {"pipeline", bench_pipeline}, {"offload", bench_offload}};
+                 {"pipeline", bench_pipeline}, {"offload", bench_offload}, {"attention", bench_attention}};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
         if (!strcmp(mode, modes[i].name))
             return modes[i].run(&o);

@@ -29,6 +29,8 @@ double bench_stream_read_gbps(size_t bytes);
  * o->json; takes ownership of res. */
 int bench_write_json(const bench_opts_t *o, const char *mode, json_t *res);
 
+int bench_attention(const bench_opts_t *o);
+
 /* Reference-engine decode tokens/s: batch sequences of `prompt` arbitrary
  * tokens, `gen` greedy tokens each. */
 double bench_engine_decode_tps(const lam_model_t *m, int batch, int prompt, int gen);

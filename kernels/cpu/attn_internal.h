@@ -1,0 +1,103 @@
+/* Private to kernels/cpu/attn*.c, convert.c and their tests: the per-ISA
+ * building blocks of lam_attn_paged and lam_convert.
+ *
+ * lam_attn_paged (attn.c) splits the work into items: one sequence, one or
+ * more KV heads and up to ATTN_MAX_ROWS query rows (tokens x query heads).
+ * For each block of up to ATTN_BLOCK keys and each KV head of the item, the
+ * driver calls three kernels of the chosen ISA:
+ *   load_k      the block's K rows -> f32 in the ISA's own layout, converted
+ *               once for all the head's query rows
+ *   qk_softmax  scores of every row against every key of the block, the
+ *               causal mask, and the online-softmax update (running max m,
+ *               running sums l, accumulator rescale factor alpha); leaves
+ *               the probabilities in P
+ *   pv          acc[r] = acc[r] * alpha[r] + P[r] . V, reading the V rows
+ *               straight from the cache
+ * so each K/V row is read from the cache once per item. hdp is head_dim
+ * rounded up to 16 (Q rows, zero padded), hda to 64 (acc rows). */
+#ifndef LAM_KERNELS_CPU_ATTN_INTERNAL_H
+#define LAM_KERNELS_CPU_ATTN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ATTN_BLOCK 64          /* keys per block (P row stride) */
+#define ATTN_MAX_ROWS 64       /* query rows per item */
+#define ATTN_BUF_FLOATS 4096   /* each of the Q, acc and K stack buffers */
+#define ATTN_L_LANES 16        /* partial softmax sums kept per row */
+/* Larger head_dim takes a one-row-at-a-time path without buffers. */
+#define ATTN_MAX_HEAD_DIM ATTN_BUF_FLOATS
+
+/* Rows the driver wants in cache for the next step, prefetched a few at a
+ * time from inside the kernels' loops: a burst of them would fill the
+ * core's miss buffers and stall the computation behind it. */
+typedef struct attn_prefetch {
+    const uint8_t *const *rows; /* row bases */
+    size_t off, row_bytes;      /* prefetch rows[j] + off, row_bytes long */
+    int n, next;                /* rows; the next one to prefetch */
+} attn_prefetch_t;
+
+static inline void attn_prefetch_some(attn_prefetch_t *pf, int k)
+{
+    for (; k > 0 && pf->next < pf->n; k--, pf->next++)
+        for (size_t b = 0; b < pf->row_bytes; b += 64)
+            __builtin_prefetch(pf->rows[pf->next] + pf->off + b);
+}
+
+typedef struct attn_isa {
+    const char *name;
+    /* The K rows src[j < n] (hd elements of dtype) as f32 into dst, laid
+     * out as this ISA's qk_softmax reads them (at most round16(n) * hdp
+     * floats when hdp <= 256, n * hdp otherwise). */
+    void (*load_k)(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dtype);
+    /* Rows r < R (Q[r] hdp floats): s_j = scale * Q[r].K[j] for j < lim[r],
+     * masked beyond; m[r] = max(m[r], max s), alpha[r] = exp(m_old - m_new),
+     * l[r][..] = l[r][..] * alpha[r] + partial sums of p (ATTN_L_LANES of
+     * them, summed by the caller at the end), P[r][j] = exp(s_j - m_new)
+     * for j < round16(nb), 0 where masked. lim[r] = 0: alpha[r] = 1.
+     * Prefetches all of pf along the way. */
+    void (*qk_softmax)(float *P, const float *Q, const float *K, const int *lim, int R, int nb, int hdp,
+                       float scale, float *m, float *l, float *alpha, attn_prefetch_t *pf);
+    /* acc[r][0..hda) = acc[r] * alpha[r] + sum_{j < lim[r]} P[r][j] V_j,
+     * V_j = row vrow[j] (hd elements of dtype, zero beyond). Prefetches all
+     * of pf along the way. */
+    void (*pv)(float *acc, const float *P, const uint8_t *const *vrow, int dtype, int hd, int hda,
+               const float *alpha, const int *lim, int R, attn_prefetch_t *pf);
+    /* n elements between dtypes (lam_convert) */
+    void (*f32_to_f16)(uint16_t *dst, const float *src, size_t n);
+    void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
+    void (*f32_to_bf16)(uint16_t *dst, const float *src, size_t n);
+    void (*bf16_to_f32)(float *dst, const uint16_t *src, size_t n);
+} attn_isa_t;
+
+extern const attn_isa_t lam_attn_isa_scalar;
+#if defined(__x86_64__)
+extern const attn_isa_t lam_attn_isa_avx2;
+extern const attn_isa_t lam_attn_isa_avx512;
+#define LAM_ATTN_HAVE_X86 1
+#endif
+
+/* The ISA in use (chosen on first call from the CPU and LAMINA_ATTN_ISA). */
+const attn_isa_t *lam_attn_isa_get(void);
+
+/* Forces "avx512", "avx2" or "scalar" for later calls (tests, benchmarks).
+ * Returns 0, or -1 if the CPU lacks it or the name is unknown (unchanged). */
+int lam_attn_set_isa(const char *name);
+
+/* Conversion loops (convert.c), bit-identical to common/dtype.h. */
+void lam_cvt_f32_to_f16_scalar(uint16_t *dst, const float *src, size_t n);
+void lam_cvt_f16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
+void lam_cvt_f32_to_bf16_scalar(uint16_t *dst, const float *src, size_t n);
+void lam_cvt_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
+#ifdef LAM_ATTN_HAVE_X86
+void lam_cvt_f32_to_f16_avx2(uint16_t *dst, const float *src, size_t n);
+void lam_cvt_f16_to_f32_avx2(float *dst, const uint16_t *src, size_t n);
+void lam_cvt_f32_to_bf16_avx2(uint16_t *dst, const float *src, size_t n);
+void lam_cvt_bf16_to_f32_avx2(float *dst, const uint16_t *src, size_t n);
+void lam_cvt_f32_to_f16_avx512(uint16_t *dst, const float *src, size_t n);
+void lam_cvt_f16_to_f32_avx512(float *dst, const uint16_t *src, size_t n);
+void lam_cvt_f32_to_bf16_avx512(uint16_t *dst, const float *src, size_t n);
+void lam_cvt_bf16_to_f32_avx512(float *dst, const uint16_t *src, size_t n);
+#endif
+
+#endif
