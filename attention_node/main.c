@@ -9,6 +9,7 @@
 #include "common/dtype.h"
 #include "common/gguf.h"
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/model.h"
 #include "proto/auth.h"
 
@@ -63,17 +64,6 @@ static void usage(FILE *f)
             "Prints '" PROG ": listening on ADDR:PORT' on stdout once it serves.\n");
 }
 
-static bool parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
 /* "1073741824", "512K", "512M", "2G", "1T" (binary units; an optional
  * trailing "B" or "iB"). */
 static bool parse_size(const char *s, size_t *out)
@@ -114,7 +104,7 @@ static bool parse_shard(const char *s, int *index, int *count)
         return false;
     memcpy(a, s, n);
     a[n] = '\0';
-    if (!parse_int(a, 0, 65534, index) || !parse_int(slash + 1, 1, 65535, count))
+    if (!lam_parse_int(a, 0, 65534, index) || !lam_parse_int(slash + 1, 1, 65535, count))
         return false;
     return *index < *count;
 }
@@ -168,18 +158,18 @@ static int parse_args(int argc, char **argv, opts_t *o)
             snprintf(o->model, sizeof o->model, "%s", optarg);
             break;
         case 'l': ok = *optarg != '\0'; o->listen = optarg; break;
-        case 'p': ok = parse_int(optarg, 0, 65535, &o->port), hint = " (0..65535)"; break;
+        case 'p': ok = lam_parse_int(optarg, 0, 65535, &o->port), hint = " (0..65535)"; break;
         case O_SHARD:
             ok = parse_shard(optarg, &o->shard_index, &o->shard_count), hint = " (I/N with 0 <= I < N)";
             break;
         case O_KVDT: ok = (o->kv_dtype = lam_dtype_parse(optarg)) >= 0, hint = " (f16, bf16 or f32)"; break;
         case O_KVCAP: ok = parse_size(optarg, &o->kv_capacity), hint = " (bytes > 0, suffix K, M, G or T)"; break;
-        case O_PAGE: ok = parse_int(optarg, 1, 65536, &o->page_tokens), hint = " (1..65536)"; break;
-        case O_CTX: ok = parse_int(optarg, 1, 1 << 24, &o->max_ctx), hint = " (1..16777216)"; break;
-        case O_SEQS: ok = parse_int(optarg, 1, 1 << 24, &o->max_seqs), hint = " (1..16777216)"; break;
-        case O_BATCH: ok = parse_int(optarg, 1, 65536, &o->max_batch_tokens), hint = " (1..65536)"; break;
+        case O_PAGE: ok = lam_parse_int(optarg, 1, 65536, &o->page_tokens), hint = " (1..65536)"; break;
+        case O_CTX: ok = lam_parse_int(optarg, 1, 1 << 24, &o->max_ctx), hint = " (1..16777216)"; break;
+        case O_SEQS: ok = lam_parse_int(optarg, 1, 1 << 24, &o->max_seqs), hint = " (1..16777216)"; break;
+        case O_BATCH: ok = lam_parse_int(optarg, 1, 65536, &o->max_batch_tokens), hint = " (1..65536)"; break;
         case O_TOKEN: ok = *optarg != '\0'; o->token_file = optarg; break;
-        case 't': ok = parse_int(optarg, 1, 4096, &o->threads), hint = " (1..4096)"; break;
+        case 't': ok = lam_parse_int(optarg, 1, 4096, &o->threads), hint = " (1..4096)"; break;
         case O_LOG: {
             int l = parse_log_level(optarg);
             ok = l >= 0;

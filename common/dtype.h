@@ -87,4 +87,27 @@ static inline uint16_t lam_fp32_to_bf16(float f)
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
 }
 
+/* One element of type dt at p (any alignment), as f32 / from f32. */
+static inline float lam_dtype_load(const void *p, unsigned dt)
+{
+    uint16_t h;
+    float f;
+    if (dt == LAM_DT_F32) {
+        memcpy(&f, p, 4);
+        return f;
+    }
+    memcpy(&h, p, 2);
+    return dt == LAM_DT_F16 ? lam_fp16_to_fp32(h) : lam_bf16_to_fp32(h);
+}
+
+static inline void lam_dtype_store(void *p, unsigned dt, float v)
+{
+    if (dt == LAM_DT_F32) {
+        memcpy(p, &v, 4);
+        return;
+    }
+    uint16_t h = dt == LAM_DT_F16 ? lam_fp32_to_fp16(v) : lam_fp32_to_bf16(v);
+    memcpy(p, &h, 2);
+}
+
 #endif

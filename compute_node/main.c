@@ -5,6 +5,7 @@
  * (--local-attention). */
 #include "common/gguf.h"
 #include "common/log.h"
+#include "common/parse.h"
 #include "common/model.h"
 #include "common/tokenizer.h"
 #include "compute_node/engine.h"
@@ -63,28 +64,6 @@ static void usage(FILE *f)
             "  -h, --help\n");
 }
 
-static bool parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
-}
-
-static bool parse_float(const char *s, float lo, float hi, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return false;
-    *out = v;
-    return true;
-}
-
 static int parse_args(int argc, char **argv, opts_t *o)
 {
     enum { O_NOCHAT = 256, O_SYSTEM, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_LOCAL, O_BATCH, O_ATTN, O_KVDT, O_WIREDT,
@@ -119,10 +98,10 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case 'p': o->prompt = optarg; break;
         case O_NOCHAT: o->chat = false; break;
         case O_SYSTEM: o->system = optarg; break;
-        case 'n': ok = parse_int(optarg, 0, 1 << 20, &o->max_new); break;
-        case O_TEMP: ok = parse_float(optarg, 0.0f, 100.0f, &o->sp.temperature); break;
-        case O_TOPK: ok = parse_int(optarg, 0, 1 << 24, &o->sp.top_k); break;
-        case O_TOPP: ok = parse_float(optarg, 1e-6f, 1.0f, &o->sp.top_p); break;
+        case 'n': ok = lam_parse_int(optarg, 0, 1 << 20, &o->max_new); break;
+        case O_TEMP: ok = lam_parse_float(optarg, 0.0f, 100.0f, &o->sp.temperature); break;
+        case O_TOPK: ok = lam_parse_int(optarg, 0, 1 << 24, &o->sp.top_k); break;
+        case O_TOPP: ok = lam_parse_float(optarg, 1e-6f, 1.0f, &o->sp.top_p); break;
         case O_SEED: {
             char *end;
             errno = 0;
@@ -130,16 +109,16 @@ static int parse_args(int argc, char **argv, opts_t *o)
             ok = !errno && end != optarg && !*end;
             break;
         }
-        case 't': ok = parse_int(optarg, 1, 4096, &o->threads); break;
-        case 'c': ok = parse_int(optarg, 1, 1 << 24, &o->ctx); break;
-        case O_BATCH: ok = parse_int(optarg, 1, 1 << 16, &o->batch); break;
+        case 't': ok = lam_parse_int(optarg, 1, 4096, &o->threads); break;
+        case 'c': ok = lam_parse_int(optarg, 1, 1 << 24, &o->ctx); break;
+        case O_BATCH: ok = lam_parse_int(optarg, 1, 1 << 16, &o->batch); break;
         case O_LOCAL: o->local_attention = true; break;
         case O_ATTN: o->attention = optarg; break;
         case O_KVDT: ok = (o->kv_dtype = lam_dtype_parse(optarg)) >= 0; break;
         case O_WIREDT: ok = (o->wire_dtype = lam_dtype_parse(optarg)) >= 0; break;
         case O_TOKEN: o->token_file = optarg; break;
-        case O_ATTN_TO: ok = parse_int(optarg, 1, 3600000, &o->attn_timeout_ms); break;
-        case O_CONN_TO: ok = parse_int(optarg, 1, 3600000, &o->connect_timeout_ms); break;
+        case O_ATTN_TO: ok = lam_parse_int(optarg, 1, 3600000, &o->attn_timeout_ms); break;
+        case O_CONN_TO: ok = lam_parse_int(optarg, 1, 3600000, &o->connect_timeout_ms); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }

@@ -33,18 +33,6 @@ static float stored(float x, int dtype)
     return x;
 }
 
-static float elem(const uint8_t *p, int dtype)
-{
-    uint16_t h;
-    float f;
-    if (dtype == LAM_DT_F32) {
-        memcpy(&f, p, 4);
-        return f;
-    }
-    memcpy(&h, p, 2);
-    return dtype == LAM_DT_F16 ? lam_fp16_to_fp32(h) : lam_bf16_to_fp32(h);
-}
-
 static void test_geometry(void)
 {
     for (int dt = 0; dt < LAM_DT_END; dt++) {
@@ -152,8 +140,8 @@ static void test_roundtrip(void)
                                                  (size_t)(p % 4) * HD * esz;
                             for (int d = 0; d < HD; d++) {
                                 bad += k[d] != ref_k[i][l][p][h][d] || v[d] != ref_v[i][l][p][h][d];
-                                bad += elem(row + d * esz, dt) != ref_k[i][l][p][h][d];
-                                bad += elem(row + g->v_off + d * esz, dt) != ref_v[i][l][p][h][d];
+                                bad += lam_dtype_load(row + d * esz, dt) != ref_k[i][l][p][h][d];
+                                bad += lam_dtype_load(row + g->v_off + d * esz, dt) != ref_v[i][l][p][h][d];
                             }
                         }
             }

@@ -62,28 +62,6 @@ typedef struct cache {
     float vmax;            /* max |v| */
 } cache_t;
 
-static void put_elem(uint8_t *p, int dtype, float v)
-{
-    if (dtype == LAM_DT_F32) {
-        memcpy(p, &v, 4);
-    } else {
-        uint16_t h = dtype == LAM_DT_F16 ? lam_fp32_to_fp16(v) : lam_fp32_to_bf16(v);
-        memcpy(p, &h, 2);
-    }
-}
-
-static float get_elem(const uint8_t *p, int dtype)
-{
-    uint16_t h;
-    float f;
-    if (dtype == LAM_DT_F32) {
-        memcpy(&f, p, 4);
-        return f;
-    }
-    memcpy(&h, p, 2);
-    return dtype == LAM_DT_F16 ? lam_fp16_to_fp32(h) : lam_bf16_to_fp32(h);
-}
-
 /* n_tok[s] query tokens of sequence s start at position pos[s]. Key values
  * are kscale * U(-1,1), values U(-1,1), queries qscale * U(-1,1). */
 static void cache_init(cache_t *c, int n_seq, const int *n_tok, const int *pos, int pt, int H, int G, int hd,
@@ -134,9 +112,9 @@ static void cache_init(cache_t *c, int n_seq, const int *n_tok, const int *pos, 
             for (int h = 0; h < H; h++) {
                 uint8_t *base = c->seq_pages[s][j / pt] + h * head_stride + (size_t)(j % pt) * hd * esz;
                 for (int d = 0; d < hd; d++) {
-                    put_elem(base + k_off + d * esz, dtype, kscale * frand());
-                    put_elem(base + v_off + d * esz, dtype, frand());
-                    float v = fabsf(get_elem(base + v_off + d * esz, dtype));
+                    lam_dtype_store(base + k_off + d * esz, dtype, kscale * frand());
+                    lam_dtype_store(base + v_off + d * esz, dtype, frand());
+                    float v = fabsf(lam_dtype_load(base + v_off + d * esz, dtype));
                     c->vmax = v > c->vmax ? v : c->vmax;
                 }
             }
