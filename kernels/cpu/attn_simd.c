@@ -309,8 +309,15 @@ I512 void pv_tile512(float *acc, int hda, const float *P, const uint8_t *const *
         for (int c = 0; c < nv; c++)
             a[r][c] = _mm512_mul_ps(_mm512_load_ps(acc + (size_t)r * hda + 16 * (c0 + c)),
                                     _mm512_set1_ps(alpha[r]));
+    /* one row of pf per key, from locals so the loop keeps them in registers */
+    int npf = pf->n - pf->next < n ? pf->n - pf->next : n;
+    const uint8_t *const *pfr = pf->rows + pf->next;
+    size_t pfo = pf->off, pfb = pf->row_bytes;
+    pf->next += npf;
     for (int j = 0; j < n; j++) {
-        attn_prefetch_some(pf, 1);
+        if (j < npf)
+            for (size_t b = 0; b < pfb; b += 64)
+                __builtin_prefetch(pfr[j] + pfo + b);
 #pragma GCC unroll 4
         for (int c = 0; c < nv; c++)
             v[c] = vload512(vrow[j], c0 + c, mk[c0 + c], dt);
