@@ -33,7 +33,7 @@ typedef struct opts {
     int shard_index, shard_count;
     int kv_dtype;
     size_t kv_capacity;
-    int page_tokens, max_ctx, max_seqs, max_batch_tokens, threads;
+    int page_tokens, max_ctx, max_seqs, max_batch_tokens, threads, spin_us;
     lam_log_level_t log_level;
 } opts_t;
 
@@ -60,6 +60,8 @@ static void usage(FILE *f)
             "      --token-file PATH     cluster token (first line; else LAMINA_CLUSTER_TOKEN)\n"
             "  -t, --threads N           OpenMP threads (default: all cores)\n"
             "      --log-level L         debug, info, warn or error (default info)\n"
+            "      --spin-us N           poll this long after the last message before sleeping\n"
+            "                            (default 0 = always sleep; for dedicated cores)\n"
             "  -h, --help\n"
             "Prints '" PROG ": listening on ADDR:PORT' on stdout once it serves.\n");
 }
@@ -120,7 +122,7 @@ static int parse_log_level(const char *s)
 
 static int parse_args(int argc, char **argv, opts_t *o)
 {
-    enum { O_SHARD = 256, O_KVDT, O_KVCAP, O_PAGE, O_CTX, O_SEQS, O_BATCH, O_TOKEN, O_LOG };
+    enum { O_SHARD = 256, O_KVDT, O_KVCAP, O_PAGE, O_CTX, O_SEQS, O_BATCH, O_TOKEN, O_LOG, O_SPIN };
     static const struct option lopts[] = {
         {"model", required_argument, 0, 'm'},        {"listen", required_argument, 0, 'l'},
         {"port", required_argument, 0, 'p'},         {"shard", required_argument, 0, O_SHARD},
@@ -128,7 +130,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         {"page-tokens", required_argument, 0, O_PAGE}, {"max-ctx", required_argument, 0, O_CTX},
         {"max-seqs", required_argument, 0, O_SEQS},  {"max-batch-tokens", required_argument, 0, O_BATCH},
         {"token-file", required_argument, 0, O_TOKEN}, {"threads", required_argument, 0, 't'},
-        {"log-level", required_argument, 0, O_LOG},  {"help", no_argument, 0, 'h'},
+        {"log-level", required_argument, 0, O_LOG},  {"spin-us", required_argument, 0, O_SPIN},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     lam_model_default_path(o->model, sizeof o->model);
     o->listen = "127.0.0.1";
@@ -139,6 +141,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
     o->page_tokens = 16;
     o->max_seqs = 256;
     o->max_batch_tokens = 2048;
+    o->spin_us = 0;
     o->log_level = LAM_LOG_INFO;
     opterr = 0;
     int c, li = -1;
@@ -170,6 +173,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case O_BATCH: ok = lam_parse_int(optarg, 1, 65536, &o->max_batch_tokens), hint = " (1..65536)"; break;
         case O_TOKEN: ok = *optarg != '\0'; o->token_file = optarg; break;
         case 't': ok = lam_parse_int(optarg, 1, 4096, &o->threads), hint = " (1..4096)"; break;
+        case O_SPIN: ok = lam_parse_int(optarg, 0, 1000000, &o->spin_us), hint = " (0..1000000)"; break;
         case O_LOG: {
             int l = parse_log_level(optarg);
             ok = l >= 0;
@@ -239,6 +243,7 @@ int main(int argc, char **argv)
         .kv_dtype = o.kv_dtype, .kv_capacity = o.kv_capacity, .page_tokens = o.page_tokens,
         .max_ctx = o.max_ctx ? o.max_ctx : mc.max_ctx, .max_seqs = o.max_seqs,
         .max_batch_tokens = o.max_batch_tokens,
+        .spin_us = o.spin_us,
         .token = token, .listen_addr = o.listen, .port = o.port,
     };
     lam_log_info("attention node: model %s (%s, fingerprint %016llx), KV %s, capacity %.1f MiB, context %d",

@@ -637,10 +637,18 @@ lam_status_t lam_an_server_listen(lam_an_server_t *s, int *bound_port)
 
 lam_status_t lam_an_server_run(lam_an_server_t *s, volatile sig_atomic_t *stop)
 {
+    uint64_t last = 0;
     while (!*stop) {
-        lam_net_wait(s->net, s->n_closing ? 20 : 1000);
-        while (!*stop && lam_net_progress(s->net) > 0) {
-        }
+        /* between the layers of a busy compute node the next message comes
+         * within microseconds: poll for a while before paying an epoll
+         * wake-up (tens of microseconds) */
+        if (now_ns() - last > (uint64_t)s->cfg.spin_us * 1000u)
+            lam_net_wait(s->net, s->n_closing ? 20 : 1000);
+        bool any = false;
+        while (!*stop && lam_net_progress(s->net) > 0)
+            any = true;
+        if (any)
+            last = now_ns();
         if (s->n_closing)
             close_due(s);
     }

@@ -43,6 +43,8 @@ typedef struct lam_an_config {
     int port;                       /* 0: any */
     int recv_bufs;                  /* 0: 8 */
     int send_bufs;                  /* reply buffers per connection; 0: 4 */
+    int spin_us;                    /* keep polling this long after the last event before
+                                       sleeping in epoll (wake-up latency vs idle CPU); 0: never */
 } lam_an_config_t;
 
 typedef struct lam_an_server lam_an_server_t;

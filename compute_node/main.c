@@ -31,7 +31,7 @@ typedef struct opts {
     const char *attention;      /* host:port[,host:port...] */
     const char *token_file;
     int kv_dtype, wire_dtype;   /* lam_dtype_t; wire -1 = same as kv */
-    int attn_timeout_ms, connect_timeout_ms;
+    int attn_timeout_ms, connect_timeout_ms, spin_us;
     lam_sampler_params_t sp;
 } opts_t;
 
@@ -60,6 +60,7 @@ static void usage(FILE *f)
             "      --token-file PATH   cluster token (or $LAMINA_CLUSTER_TOKEN)\n"
             "      --attn-timeout MS   per-layer attention deadline (default 30000)\n"
             "      --connect-timeout MS  wait this long for the attention nodes (default 10000)\n"
+            "      --spin-us N         poll for attention results this long before sleeping (default 0)\n"
             "      --local-attention   run attention in this process (reference engine)\n"
             "  -h, --help\n");
 }
@@ -67,7 +68,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, opts_t *o)
 {
     enum { O_NOCHAT = 256, O_SYSTEM, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_LOCAL, O_BATCH, O_ATTN, O_KVDT, O_WIREDT,
-           O_TOKEN, O_ATTN_TO, O_CONN_TO };
+           O_TOKEN, O_ATTN_TO, O_CONN_TO, O_SPIN };
     static const struct option lopts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"no-chat", no_argument, 0, O_NOCHAT}, {"system", required_argument, 0, O_SYSTEM},
@@ -78,7 +79,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         {"local-attention", no_argument, 0, O_LOCAL}, {"attention", required_argument, 0, O_ATTN},
         {"kv-dtype", required_argument, 0, O_KVDT}, {"wire-dtype", required_argument, 0, O_WIREDT},
         {"token-file", required_argument, 0, O_TOKEN}, {"attn-timeout", required_argument, 0, O_ATTN_TO},
-        {"connect-timeout", required_argument, 0, O_CONN_TO}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"connect-timeout", required_argument, 0, O_CONN_TO}, {"spin-us", required_argument, 0, O_SPIN}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     lam_model_default_path(o->model, sizeof o->model);
     o->chat = true;
     o->max_new = 128;
@@ -88,6 +89,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
     o->wire_dtype = -1;
     o->attn_timeout_ms = 30000;
     o->connect_timeout_ms = 10000;
+    o->spin_us = 0;
     o->sp = (lam_sampler_params_t){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f,
                                    .seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
     int c;
@@ -119,6 +121,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case O_TOKEN: o->token_file = optarg; break;
         case O_ATTN_TO: ok = lam_parse_int(optarg, 1, 3600000, &o->attn_timeout_ms); break;
         case O_CONN_TO: ok = lam_parse_int(optarg, 1, 3600000, &o->connect_timeout_ms); break;
+        case O_SPIN: ok = lam_parse_int(optarg, 0, 1000000, &o->spin_us); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -199,7 +202,8 @@ static int run_remote(const opts_t *o, const lam_model_t *m, const lam_tok_t *to
     lam_sched_t *sc = NULL;
     lam_remote_opts_t ro = {.n_nodes = n_nodes, .addrs = addrs, .token = token, .fingerprint = m->fingerprint,
                             .cfg = &m->cfg, .kv_dtype = o->kv_dtype, .act_dtype = o->wire_dtype,
-                            .max_tokens = o->batch, .max_seqs = 16, .timeout_ms = o->attn_timeout_ms};
+                            .max_tokens = o->batch, .max_seqs = 16, .timeout_ms = o->attn_timeout_ms,
+                            .spin_us = o->spin_us};
     lam_pipe_opts_t po = {.max_tokens = o->batch, .max_seqs = 16};
     lam_sched_opts_t so = {.max_seqs = 16, .max_queue = 16, .chunk = o->batch, .max_step_tokens = o->batch,
                            .max_ctx = o->ctx, .queue_timeout_s = o->connect_timeout_ms / 1000.0};

@@ -73,6 +73,7 @@ struct lam_remote {
     uint64_t *relq;                   /* ids waiting to be released, under mu */
     int rel_n, rel_cap;
     atomic_bool want_stats;
+    atomic_int fin[2];                /* micro-batch finished (DONE or FAILED): lets wait spin */
 };
 
 static double now_s(void)
@@ -106,6 +107,7 @@ static void fail_inflight_locked(lam_remote_t *r, lam_status_t why)
         if (s->state == MB_SUBMITTED || s->state == MB_SENT) {
             s->state = MB_FAILED;
             s->err = why;
+            atomic_store(&r->fin[m], 1);
         }
     }
     pthread_cond_broadcast(&r->cv);
@@ -281,6 +283,7 @@ static void on_result(lam_remote_t *r, node_t *n, const lam_msg_t *msg)
     s->answered |= 1ull << n->idx;
     if (s->answered == (r->o.n_nodes == 64 ? ~0ull : (1ull << r->o.n_nodes) - 1)) {
         s->state = MB_DONE;
+        atomic_store(&r->fin[m], 1);
         pthread_cond_broadcast(&r->cv);
     }
     pthread_mutex_unlock(&r->mu);
@@ -401,6 +404,7 @@ static void pump_submissions(lam_remote_t *r)
             } else {
                 r->mb[m].state = MB_FAILED;
                 r->mb[m].err = LAM_ERR_CONN_CLOSED;
+                atomic_store(&r->fin[m], 1);
                 pthread_cond_broadcast(&r->cv);
             }
         }
@@ -481,16 +485,20 @@ static void pump_timers(lam_remote_t *r, double now)
 static void *comm_main(void *arg)
 {
     lam_remote_t *r = arg;
+    double last = 0.0;
     while (!atomic_load(&r->stop)) {
         uint64_t v;
-        while (read(r->efd, &v, sizeof v) > 0) {
-        }
+        bool woken = false;
+        while (read(r->efd, &v, sizeof v) > 0)
+            woken = true;
         double now = now_s();
         pump_timers(r, now);
         pump_submissions(r);
         pump_releases(r);
-        if (lam_net_progress(r->net) == 0)
-            lam_net_wait(r->net, 20);
+        if (lam_net_progress(r->net) > 0 || woken)
+            last = now;
+        else if (now - last > r->o.spin_us * 1e-6)
+            lam_net_wait(r->net, 20); /* idle: sleep until UCX or a submission wakes us */
     }
     /* leave no released sequence behind on the nodes */
     pump_releases(r);
@@ -595,6 +603,8 @@ lam_status_t lam_remote_create(const lam_remote_opts_t *o, lam_remote_t **out)
         r->o.timeout_ms = 30000;
     if (r->o.reconnect_ms <= 0)
         r->o.reconnect_ms = 500;
+    if (r->o.spin_us < 0)
+        r->o.spin_us = 0;
     r->cfg = *c;
     r->o.cfg = &r->cfg;
     snprintf(r->token, sizeof r->token, "%s", o->token ? o->token : "");
@@ -718,6 +728,7 @@ lam_status_t lam_remote_submit(lam_remote_t *r, int mb, uint64_t step, int layer
     s->answered = 0;
     s->err = LAM_OK;
     memset(s->st_buf, 0, (size_t)n_seq * sizeof *s->st_buf);
+    atomic_store(&r->fin[mb], 0);
     s->state = MB_SUBMITTED;
     pthread_mutex_unlock(&r->mu);
     wake(r);
@@ -726,6 +737,11 @@ lam_status_t lam_remote_submit(lam_remote_t *r, int mb, uint64_t step, int layer
 
 lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
 {
+    /* results usually land within tens of microseconds of each other
+     * between layers: spin briefly before sleeping on the condition */
+    double t_end = now_s() + r->o.spin_us * 1e-6;
+    while (!atomic_load(&r->fin[mb]) && now_s() < t_end) {
+    }
     pthread_mutex_lock(&r->mu);
     mb_slot_t *s = &r->mb[mb];
     if (s->state == MB_IDLE) {

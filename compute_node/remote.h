@@ -43,6 +43,8 @@ typedef struct lam_remote_opts {
     int max_seqs;                   /* sequences per micro-batch */
     int timeout_ms;                 /* per-layer result deadline (default 30000) */
     int reconnect_ms;               /* retry period for lost nodes (default 500) */
+    int spin_us;                    /* poll this long after the last event before sleeping
+                                       (wake-up latency vs CPU; 0: always sleep) */
 } lam_remote_opts_t;
 
 typedef struct lam_remote_seq {

@@ -57,13 +57,15 @@ static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t 
     }
     setenv("LAMINA_CLUSTER_TOKEN", "bench-cluster-token-0123456789", 0);
     lam_remote_addr_t addrs[MAX_NODES];
-    char threads[16], shard[32], mbt[16];
+    char threads[16], shard[32], mbt[16], spin[16];
+    snprintf(spin, sizeof spin, "%s", getenv("LAMINA_BENCH_SPIN_US") ? getenv("LAMINA_BENCH_SPIN_US") : "0");
     snprintf(threads, sizeof threads, "%d", node_threads);
     snprintf(mbt, sizeof mbt, "%d", max_tokens > 2048 ? max_tokens : 2048);
     for (int i = 0; i < n; i++) {
         snprintf(shard, sizeof shard, "%d/%d", i, n);
         const char *args[] = {"--model", o->model, "--port", "0", "--shard", shard, "--kv-dtype", "f16",
-                              "--kv-capacity", "1G", "--threads", threads, "--max-batch-tokens", mbt, NULL};
+                              "--kv-capacity", "1G", "--threads", threads, "--max-batch-tokens", mbt,
+                              "--spin-us", spin, NULL};
         if (lam_proc_start(&c->np[i], bin, args, 60.0) != 0) {
             cluster_stop(c);
             return -1;
@@ -74,7 +76,8 @@ static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t 
     }
     lam_remote_opts_t ro = {.n_nodes = n, .addrs = addrs, .token = getenv("LAMINA_CLUSTER_TOKEN"),
                             .fingerprint = m->fingerprint, .cfg = &m->cfg, .kv_dtype = LAM_DT_F16,
-                            .act_dtype = LAM_DT_F16, .max_tokens = max_tokens, .max_seqs = max_seqs};
+                            .act_dtype = LAM_DT_F16, .max_tokens = max_tokens, .max_seqs = max_seqs,
+                            .spin_us = getenv("LAMINA_BENCH_SPIN_US") ? atoi(getenv("LAMINA_BENCH_SPIN_US")) : 0};
     if (lam_remote_create(&ro, &c->r) != LAM_OK || lam_remote_wait_ready(c->r, 20000) != LAM_OK) {
         cluster_stop(c);
         return -1;
