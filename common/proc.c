@@ -116,3 +116,12 @@ const char *lam_proc_sibling(const char *name, const char *subdir, char *buf, si
     }
     return NULL;
 }
+
+void lam_proc_reexec_with_env(const char *name, const char *value, char **argv)
+{
+    if (getenv(name))
+        return;
+    setenv(name, value, 1);
+    execv("/proc/self/exe", argv);
+    lam_log_warn("could not re-execute with %s=%s; continuing without it", name, value);
+}

@@ -25,4 +25,10 @@ int lam_proc_stop(lam_proc_t *p, int hard);
  * parent), whichever exists; NULL if neither. */
 const char *lam_proc_sibling(const char *name, const char *subdir, char *buf, size_t len);
 
+/* If `name` is not set in the environment: sets it to `value` and
+ * re-executes this program with the same arguments (for settings a library
+ * reads when it loads, such as libgomp's GOMP_SPINCOUNT). Returns only if
+ * it was already set or the exec failed. */
+void lam_proc_reexec_with_env(const char *name, const char *value, char **argv);
+
 #endif

@@ -13,6 +13,7 @@
 #include "common/gguf.h"
 #include "common/log.h"
 #include "common/model.h"
+#include "common/proc.h"
 #include "compute_node/engine.h"
 #include "compute_node/generate.h"
 #include "tools/bench/bench.h"
@@ -286,6 +287,10 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
+    /* offload modes: see lamina-compute-node (libgomp spinning starves the
+     * comm thread and the local attention nodes) */
+    if (!strcmp(mode, "exchange") || !strcmp(mode, "pipeline") || !strcmp(mode, "offload"))
+        lam_proc_reexec_with_env("GOMP_SPINCOUNT", "10000", argv);
     omp_set_num_threads(o.threads);
     static const struct {
         const char *name;
