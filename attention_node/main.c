@@ -250,6 +250,9 @@ int main(int argc, char **argv)
                  o.model, mc.arch, (unsigned long long)fingerprint, lam_dtype_name((unsigned)o.kv_dtype),
                  o.kv_capacity / 1048576.0, cfg.max_ctx);
     lam_an_server_t *s = NULL;
+    /* a restarted node (systemd, an operator) must get its port back while
+     * the old process's connections linger in TIME_WAIT */
+    setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
     if ((st = lam_an_server_create(&cfg, &s)) != LAM_OK) {
         fprintf(stderr, PROG ": cannot start: %s\n", lam_status_str(st));
         return st == LAM_ERR_CONFIG ? 2 : 1;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +37,9 @@ int lam_proc_start(lam_proc_t *np, const char *bin, const char *const *args, dou
         return -1;
     }
     if (pid == 0) {
+        /* never outlive the starter (a failed test, a killed benchmark):
+         * an orphan keeps the starter's output pipes open */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
