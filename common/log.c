@@ -94,3 +94,10 @@ const char *lam_status_str(lam_status_t st)
     }
     return "unknown status";
 }
+
+double lam_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

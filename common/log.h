@@ -15,4 +15,7 @@ void lam_log_msg(lam_log_level_t level, const char *file, int line, const char *
 #define lam_log_warn(...)  lam_log_msg(LAM_LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
 #define lam_log_error(...) lam_log_msg(LAM_LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
 
+/* Monotonic clock in seconds, for durations. */
+double lam_now_s(void);
+
 #endif

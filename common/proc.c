@@ -12,13 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 int lam_proc_start(lam_proc_t *np, const char *bin, const char *const *args, double timeout_s)
 {
     int fds[2];
@@ -51,8 +44,8 @@ int lam_proc_start(lam_proc_t *np, const char *bin, const char *const *args, dou
     np->port = -1;
     char line[512];
     size_t len = 0;
-    double deadline = mono_s() + timeout_s;
-    while (np->port < 0 && mono_s() < deadline) {
+    double deadline = lam_now_s() + timeout_s;
+    while (np->port < 0 && lam_now_s() < deadline) {
         struct pollfd p = {fds[0], POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
             continue;

@@ -5,13 +5,6 @@
 #include <string.h>
 #include <time.h>
 
-double lam_now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct gen_state {
     int32_t *tok, *pos, *slot; /* [T] batch under construction */
     uint8_t *want;             /* [T] */

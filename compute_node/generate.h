@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/log.h" /* lam_now_s */
 #include "compute_node/engine.h"
 #include "compute_node/sampler.h"
 
@@ -34,6 +35,5 @@ typedef struct lam_gen_stats {
 lam_status_t lam_generate_batch(lam_engine_t *e, lam_gen_seq_t *seqs, int n, const lam_gen_hooks_t *hooks,
                                 lam_gen_stats_t *stats);
 
-double lam_now_s(void);
 
 #endif

@@ -76,13 +76,6 @@ struct lam_remote {
     atomic_int fin[2];                /* micro-batch finished (DONE or FAILED): lets wait spin */
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void wake(lam_remote_t *r)
 {
     uint64_t one = 1;
@@ -118,7 +111,7 @@ static void node_lost(lam_remote_t *r, node_t *n, lam_status_t why)
     bool was_up = n->state == NODE_UP;
     n->state = NODE_DOWN;
     n->conn = NULL;
-    n->next_try = now_s() + r->o.reconnect_ms / 1000.0;
+    n->next_try = lam_now_s() + r->o.reconnect_ms / 1000.0;
     n->send_busy[0] = n->send_busy[1] = 0;
     n->rel_busy = n->stats_busy = 0;
     if (was_up && r->closing) {
@@ -400,7 +393,7 @@ static void pump_submissions(lam_remote_t *r)
         if (r->mb[m].state == MB_SUBMITTED && r->mb[m].tag == s.tag) {
             if (st == LAM_OK) {
                 r->mb[m].state = MB_SENT;
-                r->mb[m].deadline = now_s() + r->o.timeout_ms / 1000.0;
+                r->mb[m].deadline = lam_now_s() + r->o.timeout_ms / 1000.0;
             } else {
                 r->mb[m].state = MB_FAILED;
                 r->mb[m].err = LAM_ERR_CONN_CLOSED;
@@ -491,7 +484,7 @@ static void *comm_main(void *arg)
         bool woken = false;
         while (read(r->efd, &v, sizeof v) > 0)
             woken = true;
-        double now = now_s();
+        double now = lam_now_s();
         pump_timers(r, now);
         pump_submissions(r);
         pump_releases(r);
@@ -739,8 +732,8 @@ lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
 {
     /* results usually land within tens of microseconds of each other
      * between layers: spin briefly before sleeping on the condition */
-    double t_end = now_s() + r->o.spin_us * 1e-6;
-    while (!atomic_load(&r->fin[mb]) && now_s() < t_end) {
+    double t_end = lam_now_s() + r->o.spin_us * 1e-6;
+    while (!atomic_load(&r->fin[mb]) && lam_now_s() < t_end) {
     }
     pthread_mutex_lock(&r->mu);
     mb_slot_t *s = &r->mb[mb];

@@ -17,6 +17,7 @@ typedef struct req {
     int32_t next;          /* decode input */
     lam_sampler_t smp;
     uint64_t seq_id, epoch;
+    uint64_t in_step;      /* step number this request last joined */
 } req_t;
 
 struct lam_sched {
@@ -27,7 +28,7 @@ struct lam_sched {
     lam_sched_hooks_t h;
     req_t *reqs;           /* [max_queue + max_seqs] */
     int n_reqs;
-    uint64_t order_next, seq_next;
+    uint64_t order_next, seq_next, step_no;
     int n_active;
     /* step under construction */
     lam_remote_seq_t *seqs;   /* [max_seqs] */
@@ -202,10 +203,12 @@ static void admit_and_expire(lam_sched_t *s)
 static void build_step(lam_sched_t *s, lam_step_t *st)
 {
     int n_seq = 0, n_tok = 0;
+    s->step_no++;
     for (int i = 0; i < s->n_reqs; i++) {
         req_t *q = &s->reqs[i];
         if (q->state != REQ_DECODE)
             continue;
+        q->in_step = s->step_no;
         s->seqs[n_seq] = (lam_remote_seq_t){q->seq_id, q->n_prompt + q->n_out - 1, 1};
         s->owner[n_seq++] = i;
         s->tok[n_tok] = q->next;
@@ -215,16 +218,14 @@ static void build_step(lam_sched_t *s, lam_step_t *st)
         int best = -1;
         for (int i = 0; i < s->n_reqs; i++) {
             req_t *q = &s->reqs[i];
-            bool taken = false;
-            for (int j = 0; j < n_seq && !taken; j++)
-                taken = s->owner[j] == i;
-            if (q->state == REQ_PREFILL && !taken && (best < 0 || q->order < s->reqs[best].order))
+            if (q->state == REQ_PREFILL && q->in_step != s->step_no && (best < 0 || q->order < s->reqs[best].order))
                 best = i;
         }
         int budget = s->o.max_step_tokens - n_tok;
         if (best < 0 || budget <= 0)
             break;
         req_t *q = &s->reqs[best];
+        q->in_step = s->step_no;
         int c = q->n_prompt - q->fed;
         c = c < s->o.chunk ? c : s->o.chunk;
         c = c < budget ? c : budget;
