@@ -46,7 +46,7 @@ typedef struct mb_slot {
     const float *q, *k, *v;
     uint64_t answered;                /* bit per node */
     lam_status_t err;
-    double deadline;
+    double deadline, t_submit;
     int16_t *st_buf;                  /* [max_seqs] per-sequence status, merged */
     float *o_buf;                     /* the submitter's output buffer */
 } mb_slot_t;
@@ -274,12 +274,17 @@ static void on_result(lam_remote_t *r, node_t *n, const lam_msg_t *msg)
     }
     pthread_mutex_lock(&r->mu);
     s->answered |= 1ull << n->idx;
-    if (s->answered == (r->o.n_nodes == 64 ? ~0ull : (1ull << r->o.n_nodes) - 1)) {
+    bool done = s->answered == (r->o.n_nodes == 64 ? ~0ull : (1ull << r->o.n_nodes) - 1);
+    int layer = s->layer;
+    double t_submit = s->t_submit;
+    if (done) {
         s->state = MB_DONE;
         atomic_store(&r->fin[m], 1);
         pthread_cond_broadcast(&r->cv);
     }
     pthread_mutex_unlock(&r->mu);
+    if (done && r->o.on_exchange)
+        r->o.on_exchange(r->o.exchange_ud, layer, lam_now_s() - t_submit);
 }
 
 /* ---- net callbacks (comm thread) ---- */
@@ -718,6 +723,7 @@ lam_status_t lam_remote_submit(lam_remote_t *r, int mb, uint64_t step, int layer
     s->k = k;
     s->v = v;
     s->o_buf = o;
+    s->t_submit = lam_now_s();
     s->answered = 0;
     s->err = LAM_OK;
     memset(s->st_buf, 0, (size_t)n_seq * sizeof *s->st_buf);

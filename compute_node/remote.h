@@ -45,6 +45,11 @@ typedef struct lam_remote_opts {
     int reconnect_ms;               /* retry period for lost nodes (default 500) */
     int spin_us;                    /* poll this long after the last event before sleeping
                                        (wake-up latency vs CPU; 0: always sleep) */
+    /* optional, for metrics: called on the comm thread when every node has
+     * answered a micro-batch, with the time from lam_remote_submit to the
+     * last answer; must be cheap and must not call back into lam_remote */
+    void (*on_exchange)(void *ud, int layer, double seconds);
+    void *exchange_ud;
 } lam_remote_opts_t;
 
 typedef struct lam_remote_seq {

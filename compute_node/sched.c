@@ -101,6 +101,23 @@ int lam_sched_pending(const lam_sched_t *s)
     return n;
 }
 
+int lam_sched_active(const lam_sched_t *s) { return s->n_active; }
+
+lam_status_t lam_sched_cancel(lam_sched_t *s, int req)
+{
+    if (req < 0 || req >= s->n_reqs || s->reqs[req].state == REQ_FREE)
+        return LAM_ERR_NOT_FOUND;
+    req_t *q = &s->reqs[req];
+    if (q->state == REQ_PREFILL || q->state == REQ_DECODE) {
+        s->n_active--;
+        /* a sequence still unknown to the nodes (admitted, no chunk sent
+         * yet) is released too: unknown ids are ignored there */
+        lam_remote_release(s->r, &q->seq_id, 1);
+    }
+    q->state = REQ_FREE;
+    return LAM_OK;
+}
+
 int lam_sched_submit(lam_sched_t *s, const int32_t *prompt, int n_prompt, int max_new,
                      const lam_sampler_params_t *sp)
 {

@@ -49,5 +49,14 @@ int lam_sched_step(lam_sched_t *s);
 
 /* Requests queued or running. */
 int lam_sched_pending(const lam_sched_t *s);
+/* Requests running (admitted, holding a sequence on the attention nodes). */
+int lam_sched_active(const lam_sched_t *s);
+
+/* Removes request `req` (queued or running) between steps: call it from
+ * the thread that steps, never from a hook. A running request's sequence
+ * is released on the attention nodes at once; on_done is not called (the
+ * caller asked). Returns LAM_OK, or LAM_ERR_NOT_FOUND if req is not
+ * pending (already finished, or never submitted). */
+lam_status_t lam_sched_cancel(lam_sched_t *s, int req);
 
 #endif
