@@ -91,6 +91,10 @@ const char *lam_status_str(lam_status_t st)
     case LAM_ERR_SEQ_UNKNOWN: return "unknown sequence";
     case LAM_ERR_SEQ_POS: return "sequence position mismatch";
     case LAM_ERR_CTX_FULL: return "context length exceeded";
+    case LAM_ERR_CUDA: return "CUDA error";
+    case LAM_ERR_CUDA_OOM: return "out of GPU memory";
+    case LAM_ERR_NO_DEVICE: return "no CUDA device";
+    case LAM_ERR_CUBLAS: return "cuBLAS error";
     }
     return "unknown status";
 }

@@ -40,6 +40,11 @@ typedef enum lam_status {
     LAM_ERR_SEQ_UNKNOWN = -601,    /* sequence id not held by this node */
     LAM_ERR_SEQ_POS = -602,        /* chunk does not continue the sequence */
     LAM_ERR_CTX_FULL = -603,       /* sequence longer than the node's context limit */
+    /* CUDA devices (kernels/cuda) */
+    LAM_ERR_CUDA = -700,           /* a CUDA runtime call failed */
+    LAM_ERR_CUDA_OOM = -701,       /* device memory exhausted */
+    LAM_ERR_NO_DEVICE = -702,      /* no CUDA driver or device */
+    LAM_ERR_CUBLAS = -703,         /* a cuBLAS call failed */
 } lam_status_t;
 
 const char *lam_status_str(lam_status_t st);
