@@ -54,7 +54,7 @@ typedef struct lam_cfg_opt {
     lam_cfg_type_t type;
     size_t offset;               /* offsetof(options struct, field) */
     const char *def;             /* default written as in a file; NULL: 0 / false / NULL */
-    double min, max;             /* inclusive bounds for numbers and sizes */
+    double min, max;             /* inclusive bounds for numbers and sizes; both 0: the type's range */
     const char *const *choices;  /* LAM_CFG_ENUM: NULL-terminated names */
     const char *metavar;         /* value name in --help ("N", "PATH"); NULL: from the type */
     const char *help;            /* one line or several ('\n') */
@@ -74,9 +74,18 @@ typedef struct lam_cfg_spec {
 
 /* Loads the configuration into dst (the struct the offsets point into;
  * zero it first) from all four sources. On --help, prints the help to
- * stdout and sets *help_shown (dst is then filled with defaults only).
- * Returns LAM_OK, or LAM_ERR_CONFIG with the one-line reason in err (the
- * caller prints it and exits 2). Positional arguments are errors. */
+ * stdout and sets *help_shown (dst is then filled with defaults only). On
+ * --print-config, loads every source, writes the result to stdout with
+ * lam_cfg_dump and sets *help_shown too: either way the caller frees dst
+ * and exits 0. Returns LAM_OK, or LAM_ERR_CONFIG with the one-line reason
+ * in err (the caller prints it and exits 2). Positional arguments are
+ * errors; the table itself is checked first (unique names and short
+ * names, defaults that parse), and a bad table is LAM_ERR_CONFIG too, with
+ * "option table of PROG: ..." in err.
+ *
+ * An environment variable set to the empty string counts as unset. String
+ * values may not contain line breaks (a config file could not hold them).
+ * Repeated command-line options: the last one wins. */
 lam_status_t lam_cfg_load(const lam_cfg_spec_t *spec, void *dst, int argc, char **argv, bool *help_shown,
                           char *err, size_t err_len);
 
