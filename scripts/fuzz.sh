@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Fuzzes the wire decoder (proto/wire.c) with libFuzzer + ASan + UBSan.
-#   scripts/fuzz.sh [seconds]     default 60; exits nonzero on any crash
+# Fuzzes a parser with libFuzzer + ASan + UBSan.
+#   scripts/fuzz.sh [seconds] [target]   default 60 s of "wire"; exits nonzero on any crash
+# Targets: wire (the wire decoder, proto/wire.c), config (the config file
+# and value parsers, common/config*.c).
 # Needs clang 14 and its runtimes (Debian 12: clang-14 libclang-rt-14-dev).
 # The binary goes to build-fuzz/, and so does any crash-*/leak-*/timeout-*
-# input it finds (replay one with: build-fuzz/fuzz_wire build-fuzz/crash-...).
+# input it finds (replay one with: build-fuzz/fuzz_<target> build-fuzz/crash-...).
 # The corpus lives in a temporary directory and is thrown away: each run
 # starts from the seeds the binary writes (LAM_FUZZ_SEEDS, tests/fuzz/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_TO_RUN=${1:-60}
+TARGET=${2:-wire}
 case $SECONDS_TO_RUN in
-    '' | *[!0-9]*) echo "usage: $0 [seconds]" >&2; exit 2 ;;
+    '' | *[!0-9]*) echo "usage: $0 [seconds] [wire|config]" >&2; exit 2 ;;
+esac
+case $TARGET in
+    wire) SOURCES=(tests/fuzz/fuzz_wire.c proto/wire.c); MAX_LEN=8192 ;;
+    config) SOURCES=(tests/fuzz/fuzz_config.c common/config.c common/config_file.c common/config_print.c)
+            MAX_LEN=4096 ;;
+    *) echo "usage: $0 [seconds] [wire|config]" >&2; exit 2 ;;
 esac
 
 CC=${FUZZ_CC:-}
@@ -30,16 +39,16 @@ mkdir -p "$OUT"
 "$CC" -std=c11 -D_GNU_SOURCE -I. -g -O1 -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror \
-    tests/fuzz/fuzz_wire.c proto/wire.c -o "$OUT/fuzz_wire"
+    "${SOURCES[@]}" -o "$OUT/fuzz_$TARGET"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lamina-fuzz.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/corpus" "$WORK/seeds"
-LAM_FUZZ_SEEDS="$WORK/seeds" "$OUT/fuzz_wire"
-echo "fuzz.sh: $(ls "$WORK/seeds" | wc -l) seed messages, fuzzing for ${SECONDS_TO_RUN}s"
+LAM_FUZZ_SEEDS="$WORK/seeds" "$OUT/fuzz_$TARGET"
+echo "fuzz.sh: $TARGET: $(ls "$WORK/seeds" | wc -l) seeds, fuzzing for ${SECONDS_TO_RUN}s"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-# -timeout: one input taking a second is a bug in a decoder this small.
-"$OUT/fuzz_wire" -max_total_time="$SECONDS_TO_RUN" -timeout=10 -max_len=8192 \
+# -timeout: one input taking a second is a bug in a parser this small.
+"$OUT/fuzz_$TARGET" -max_total_time="$SECONDS_TO_RUN" -timeout=10 -max_len="$MAX_LEN" \
     -print_final_stats=1 -artifact_prefix="$OUT/" "$WORK/corpus" "$WORK/seeds"
