@@ -1,150 +1,197 @@
-/* lamina-compute-node: loads a model and generates text for a prompt,
- * either with attention offloaded to attention nodes (--attention
- * host:port,...: the dense layers run here, the KV cache and attention
- * there) or entirely in this process on the reference engine
- * (--local-attention). */
+/* lamina-compute-node: serves a model over an OpenAI-compatible HTTP API
+ * with attention offloaded to attention nodes (--attention host:port,...:
+ * the dense layers run here, the KV cache and attention there), or, with
+ * --prompt, generates text for one prompt and exits (offloaded, or in this
+ * process on the reference engine with --local-attention).
+ *
+ * Options come from one table (common/config.h): defaults, --config FILE,
+ * LAMINA_<NAME> environment variables, the command line. */
+#include "common/config.h"
 #include "common/gguf.h"
 #include "common/log.h"
-#include "common/parse.h"
+#include "common/notify.h"
 #include "common/proc.h"
 #include "common/model.h"
 #include "common/tokenizer.h"
 #include "compute_node/engine.h"
 #include "compute_node/generate.h"
 #include "compute_node/sched.h"
+#include "compute_node/serve_run.h"
 #include "proto/auth.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#define PROG "lamina-compute-node"
+
 typedef struct opts {
-    char model[4096];
-    const char *prompt;
-    const char *system;
+    char *model, *prompt, *system, *seed, *attention, *token_file;
     bool chat, local_attention;
-    int max_new, ctx, threads, batch;
-    const char *attention;      /* host:port[,host:port...] */
-    const char *token_file;
-    int kv_dtype, wire_dtype;   /* lam_dtype_t; wire -1 = same as kv */
+    int max_new, threads, ctx, batch;
+    float temperature, top_p;
+    int top_k;
+    int kv_dtype, wire_dtype;   /* lam_dtype_t; wire 3 ("auto") = same as kv */
     int attn_timeout_ms, connect_timeout_ms, spin_us;
-    lam_sampler_params_t sp;
+    /* serving */
+    char *http_listen, *api_key_file, *model_name;
+    int http_port, max_seqs, max_queue, drain_timeout;
+    size_t max_body;
 } opts_t;
 
-static void usage(FILE *f)
+static const char *const DTYPES[] = {"f32", "f16", "bf16", NULL};           /* lam_dtype_t order */
+static const char *const WIRE_DTYPES[] = {"f32", "f16", "bf16", "auto", NULL};
+#define WIRE_AUTO 3
+
+static bool check_seed(const char *text, void *field, char *why, size_t why_len)
 {
-    fprintf(f,
-            "usage: lamina-compute-node (--attention HOST:PORT[,...] | --local-attention) [options] --prompt TEXT\n"
-            "  -m, --model PATH        GGUF model (default: $LAMINA_MODEL_DIR or ~/.cache/lamina,\n"
-            "                          SmolLM2-135M-Instruct.Q4_1.gguf)\n"
-            "  -p, --prompt TEXT       prompt\n"
-            "      --no-chat           use the prompt as raw text (default: wrap it in the\n"
-            "                          model's chat template as a user message)\n"
-            "      --system TEXT       system message for the chat template\n"
-            "  -n, --max-tokens N      tokens to generate (default 128)\n"
-            "      --temperature F     0 = greedy (default 0.8)\n"
-            "      --top-k N           0 = off (default 40)\n"
-            "      --top-p F           1 = off (default 0.95)\n"
-            "      --seed N            sampling seed (default: from the clock)\n"
-            "  -t, --threads N         OpenMP threads (default: all cores)\n"
-            "  -c, --ctx N             context length per sequence (default 2048)\n"
-            "      --batch N           prefill chunk size in tokens (default 256)\n"
-            "      --attention LIST    attention nodes, host:port[,host:port...]; node i serves\n"
-            "                          KV-head shard i of N (N must divide the KV head count)\n"
-            "      --kv-dtype T        KV dtype the attention nodes hold: f16 (default), bf16, f32\n"
-            "      --wire-dtype T      q/k/v/o dtype on the wire (default: the KV dtype)\n"
-            "      --token-file PATH   cluster token (or $LAMINA_CLUSTER_TOKEN)\n"
-            "      --attn-timeout MS   per-layer attention deadline (default 30000)\n"
-            "      --connect-timeout MS  wait this long for the attention nodes (default 10000)\n"
-            "      --spin-us N         poll for attention results this long before sleeping (default 0)\n"
-            "      --local-attention   run attention in this process (reference engine)\n"
-            "  -h, --help\n");
+    (void)field;
+    char *end;
+    errno = 0;
+    (void)strtoull(text, &end, 10);
+    if (errno || end == text || *end || *text == '-') {
+        snprintf(why, why_len, "not an unsigned integer");
+        return false;
+    }
+    return true;
 }
 
-static int parse_args(int argc, char **argv, opts_t *o)
+static bool check_addrs(const char *text, void *field, char *why, size_t why_len)
 {
-    enum { O_NOCHAT = 256, O_SYSTEM, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_LOCAL, O_BATCH, O_ATTN, O_KVDT, O_WIREDT,
-           O_TOKEN, O_ATTN_TO, O_CONN_TO, O_SPIN };
-    static const struct option lopts[] = {
-        {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
-        {"no-chat", no_argument, 0, O_NOCHAT}, {"system", required_argument, 0, O_SYSTEM},
-        {"max-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, O_TEMP},
-        {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
-        {"seed", required_argument, 0, O_SEED}, {"threads", required_argument, 0, 't'},
-        {"ctx", required_argument, 0, 'c'}, {"batch", required_argument, 0, O_BATCH},
-        {"local-attention", no_argument, 0, O_LOCAL}, {"attention", required_argument, 0, O_ATTN},
-        {"kv-dtype", required_argument, 0, O_KVDT}, {"wire-dtype", required_argument, 0, O_WIREDT},
-        {"token-file", required_argument, 0, O_TOKEN}, {"attn-timeout", required_argument, 0, O_ATTN_TO},
-        {"connect-timeout", required_argument, 0, O_CONN_TO}, {"spin-us", required_argument, 0, O_SPIN}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    lam_model_default_path(o->model, sizeof o->model);
-    o->chat = true;
-    o->max_new = 128;
-    o->ctx = 2048;
-    o->batch = 256;
-    o->kv_dtype = LAM_DT_F16;
-    o->wire_dtype = -1;
-    o->attn_timeout_ms = 30000;
-    o->connect_timeout_ms = 10000;
-    o->spin_us = 0;
-    o->sp = (lam_sampler_params_t){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f,
-                                   .seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
-    int c;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:c:h", lopts, NULL)) != -1) {
-        bool ok = true;
-        switch (c) {
-        case 'm': snprintf(o->model, sizeof o->model, "%s", optarg); break;
-        case 'p': o->prompt = optarg; break;
-        case O_NOCHAT: o->chat = false; break;
-        case O_SYSTEM: o->system = optarg; break;
-        case 'n': ok = lam_parse_int(optarg, 0, 1 << 20, &o->max_new); break;
-        case O_TEMP: ok = lam_parse_float(optarg, 0.0f, 100.0f, &o->sp.temperature); break;
-        case O_TOPK: ok = lam_parse_int(optarg, 0, 1 << 24, &o->sp.top_k); break;
-        case O_TOPP: ok = lam_parse_float(optarg, 1e-6f, 1.0f, &o->sp.top_p); break;
-        case O_SEED: {
-            char *end;
-            errno = 0;
-            o->sp.seed = strtoull(optarg, &end, 10);
-            ok = !errno && end != optarg && !*end;
-            break;
-        }
-        case 't': ok = lam_parse_int(optarg, 1, 4096, &o->threads); break;
-        case 'c': ok = lam_parse_int(optarg, 1, 1 << 24, &o->ctx); break;
-        case O_BATCH: ok = lam_parse_int(optarg, 1, 1 << 16, &o->batch); break;
-        case O_LOCAL: o->local_attention = true; break;
-        case O_ATTN: o->attention = optarg; break;
-        case O_KVDT: ok = (o->kv_dtype = lam_dtype_parse(optarg)) >= 0; break;
-        case O_WIREDT: ok = (o->wire_dtype = lam_dtype_parse(optarg)) >= 0; break;
-        case O_TOKEN: o->token_file = optarg; break;
-        case O_ATTN_TO: ok = lam_parse_int(optarg, 1, 3600000, &o->attn_timeout_ms); break;
-        case O_CONN_TO: ok = lam_parse_int(optarg, 1, 3600000, &o->connect_timeout_ms); break;
-        case O_SPIN: ok = lam_parse_int(optarg, 0, 1000000, &o->spin_us); break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
-        }
-        if (!ok) {
-            fprintf(stderr, "lamina-compute-node: invalid value '%s' for option '%s'\n", optarg, argv[optind - 1]);
-            return -1;
-        }
+    (void)field;
+    lam_remote_addr_t addrs[64];
+    return lam_remote_parse_addrs(text, addrs, 64, why, why_len) > 0;
+}
+
+#define OPT(name, sh, type, field, def, lo, hi, meta, help) \
+    {name, sh, type, offsetof(opts_t, field), def, lo, hi, NULL, meta, help, NULL}
+
+static const lam_cfg_opt_t OPTIONS[] = {
+    OPT("model", 'm', LAM_CFG_STRING, model, NULL, 0, 0, "PATH",
+        "GGUF model (default: $LAMINA_MODEL_DIR or ~/.cache/lamina,\nSmolLM2-135M-Instruct.Q4_1.gguf)"),
+    {"attention", 0, LAM_CFG_STRING, offsetof(opts_t, attention), NULL, 0, 0, NULL, "LIST",
+     "attention nodes, host:port[,host:port...]; node i serves KV-head shard i of N\n"
+     "(N must divide the KV head count). Needed to serve HTTP.", check_addrs},
+    {"kv-dtype", 0, LAM_CFG_ENUM, offsetof(opts_t, kv_dtype), "f16", 0, 0, DTYPES, NULL,
+     "KV dtype the attention nodes hold", NULL},
+    {"wire-dtype", 0, LAM_CFG_ENUM, offsetof(opts_t, wire_dtype), "auto", 0, 0, WIRE_DTYPES, NULL,
+     "q/k/v/o dtype on the wire (auto: the KV dtype)", NULL},
+    OPT("token-file", 0, LAM_CFG_STRING, token_file, NULL, 0, 0, "PATH",
+        "cluster token shared with the attention nodes (or $LAMINA_CLUSTER_TOKEN)"),
+    OPT("attn-timeout", 0, LAM_CFG_INT, attn_timeout_ms, "30000", 1, 3600000, "MS",
+        "per-layer attention deadline; a node that misses it is dropped"),
+    OPT("connect-timeout", 0, LAM_CFG_INT, connect_timeout_ms, "10000", 1, 3600000, "MS",
+        "how long to wait for the attention nodes at start"),
+    OPT("spin-us", 0, LAM_CFG_INT, spin_us, "0", 0, 1000000, "N",
+        "poll for attention results this long before sleeping"),
+    OPT("threads", 't', LAM_CFG_INT, threads, NULL, 0, 4096, "N", "OpenMP threads (0: all cores)"),
+    OPT("ctx", 'c', LAM_CFG_INT, ctx, "2048", 2, 1 << 24, "N", "context length per sequence (prompt + generated)"),
+    OPT("batch", 0, LAM_CFG_INT, batch, "256", 1, 1 << 16, "N",
+        "tokens per step, and the prompt chunk size (at least --max-seqs when serving)"),
+    OPT("max-seqs", 0, LAM_CFG_INT, max_seqs, "32", 1, 4096, "N", "serving: sequences running at once"),
+    OPT("max-queue", 0, LAM_CFG_INT, max_queue, "256", 0, 1 << 20, "N",
+        "serving: requests waiting beyond --max-seqs; more get 429"),
+    OPT("http-listen", 0, LAM_CFG_STRING, http_listen, "127.0.0.1", 0, 0, "ADDR",
+        "serving: address to bind (0.0.0.0 or :: for every interface)"),
+    OPT("http-port", 0, LAM_CFG_INT, http_port, "8080", 0, 65535, "N", "serving: HTTP port (0: any free port)"),
+    OPT("api-key-file", 0, LAM_CFG_STRING, api_key_file, NULL, 0, 0, "PATH",
+        "serving: file holding the API key; /v1/ requests must send\n\"Authorization: Bearer KEY\" (unset: no key)"),
+    OPT("model-name", 0, LAM_CFG_STRING, model_name, NULL, 0, 0, "NAME",
+        "serving: the model id /v1/models lists and requests name\n(default: the GGUF's general.name, else the file name)"),
+    OPT("max-body", 0, LAM_CFG_SIZE, max_body, "1M", 1024, 1073741824, "SIZE",
+        "serving: largest request body accepted (larger: 413)"),
+    OPT("drain-timeout", 0, LAM_CFG_INT, drain_timeout, "30", 0, 86400, "S",
+        "serving: on SIGTERM/SIGINT, let running requests finish this long,\nthen cancel the rest"),
+    OPT("max-tokens", 'n', LAM_CFG_INT, max_new, "128", 0, 1 << 20, "N",
+        "tokens to generate (serving: for requests without max_tokens)"),
+    OPT("temperature", 0, LAM_CFG_FLOAT, temperature, "0.8", 0, 100, "F",
+        "0 = greedy (serving: for requests without temperature)"),
+    OPT("top-k", 0, LAM_CFG_INT, top_k, "40", 0, 1 << 24, "N", "0 = off (serving: for requests without top_k)"),
+    OPT("top-p", 0, LAM_CFG_FLOAT, top_p, "0.95", 1e-6, 1, "F", "1 = off (serving: for requests without top_p)"),
+    {"seed", 0, LAM_CFG_STRING, offsetof(opts_t, seed), NULL, 0, 0, NULL, "N",
+     "one-shot sampling seed (default: from the clock)", check_seed},
+    OPT("prompt", 'p', LAM_CFG_STRING, prompt, NULL, 0, 0, "TEXT", "generate for this prompt and exit (no HTTP)"),
+    OPT("chat", 0, LAM_CFG_BOOL, chat, "true", 0, 0, NULL,
+        "one-shot: wrap the prompt in the model's chat template\n(--no-chat: use it as raw text)"),
+    OPT("system", 0, LAM_CFG_STRING, system, NULL, 0, 0, "TEXT", "one-shot: system message for the chat template"),
+    OPT("local-attention", 0, LAM_CFG_BOOL, local_attention, NULL, 0, 0, NULL,
+        "one-shot: run attention in this process (reference engine)"),
+    /* new rows go here */
+};
+
+static const lam_cfg_spec_t SPEC = {
+    PROG,
+    "--attention HOST:PORT[,...] [options]              (serve the HTTP API)\n"
+    "       " PROG " (--attention LIST | --local-attention) --prompt TEXT  (one prompt)",
+    "Without --prompt the compute node serves POST /v1/completions, POST /v1/chat/completions,\n"
+    "GET /v1/models, /health and /metrics on --http-listen:--http-port; serving needs\n"
+    "--attention (the reference engine behind --local-attention runs one prompt only).\n"
+    "SIGTERM/SIGINT drain the running requests (--drain-timeout) and exit 0.",
+    OPTIONS,
+    (int)(sizeof OPTIONS / sizeof OPTIONS[0]),
+};
+
+static int config_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, PROG ": ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nusage: " PROG " --attention HOST:PORT[,...] [options]   (--help lists every option)\n");
+    return -1;
+}
+
+/* The API key: the file's first line, without surrounding whitespace. */
+static char *read_api_key(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        config_error("--api-key-file: cannot read '%s'", path);
+        return NULL;
     }
-    if (optind < argc) {
-        fprintf(stderr, "lamina-compute-node: unexpected argument '%s'\n", argv[optind]);
-        return -1;
+    char line[1024];
+    char *key = fgets(line, sizeof line, f) ? line : NULL;
+    fclose(f);
+    while (key && (*key == ' ' || *key == '\t'))
+        key++;
+    size_t n = key ? strcspn(key, "\r\n") : 0;
+    while (n && (key[n - 1] == ' ' || key[n - 1] == '\t'))
+        n--;
+    if (n == 0) {
+        config_error("--api-key-file: '%s' holds no key on its first line", path);
+        return NULL;
     }
-    if (!o->prompt) {
-        fprintf(stderr, "lamina-compute-node: --prompt is required\n");
-        return -1;
+    key[n] = '\0';
+    return strdup(key);
+}
+
+static int load_opts(int argc, char **argv, opts_t *o, bool *help)
+{
+    char err[1024];
+    if (lam_cfg_load(&SPEC, o, argc, argv, help, err, sizeof err) != LAM_OK)
+        return config_error("%s", err);
+    if (*help)
+        return 0;
+    if (!o->model) {
+        char path[4096];
+        o->model = strdup(lam_model_default_path(path, sizeof path));
     }
-    if (!o->local_attention == !o->attention) {
-        fprintf(stderr, "lamina-compute-node: give either --attention HOST:PORT[,...] or --local-attention\n");
-        return -1;
-    }
-    if (o->wire_dtype < 0)
+    if (o->wire_dtype == WIRE_AUTO)
         o->wire_dtype = o->kv_dtype;
+    if (!o->prompt && o->local_attention)
+        return config_error("%s", "--local-attention runs one prompt: --prompt is required "
+                                  "(the HTTP service needs --attention)");
+    if (!o->prompt && !o->attention)
+        return config_error("%s", "give either --attention HOST:PORT[,...] (serve HTTP, or one --prompt) or "
+                                  "--local-attention --prompt TEXT");
+    if (o->prompt && !o->local_attention == !o->attention)
+        return config_error("%s", "give either --attention HOST:PORT[,...] or --local-attention");
+    if (!o->prompt && o->batch < o->max_seqs)
+        return config_error("%s", "--batch must be at least --max-seqs (every running sequence gets a token "
+                                  "in each step)");
     return 0;
 }
 
@@ -185,7 +232,8 @@ static void rr_done(void *ud, int req, lam_status_t st)
 }
 
 /* Generates with attention on the attention nodes. */
-static int run_remote(const opts_t *o, const lam_model_t *m, const lam_tok_t *tok, const int32_t *ids, int n_ids)
+static int run_remote(const opts_t *o, const lam_sampler_params_t *sp, const lam_model_t *m, const lam_tok_t *tok,
+                      const int32_t *ids, int n_ids)
 {
     char token[512], why[256];
     lam_remote_addr_t addrs[64];
@@ -216,7 +264,7 @@ static int run_remote(const opts_t *o, const lam_model_t *m, const lam_tok_t *to
         goto done;
     if (lam_pipe_create(be, r, &po, &p) != LAM_OK || lam_sched_create(p, r, m->cfg.vocab, &so, &hooks, &sc) != LAM_OK)
         goto done;
-    if (lam_sched_submit(sc, ids, n_ids, o->max_new, &o->sp) < 0)
+    if (lam_sched_submit(sc, ids, n_ids, o->max_new, sp) < 0)
         goto done;
     double t0 = lam_now_s();
     while (lam_sched_pending(sc) > 0)
@@ -242,11 +290,52 @@ done:
     return rc;
 }
 
+/* The model id /v1/models reports: general.name, else the file name
+ * without its directory and ".gguf". */
+static char *default_model_name(const lam_gguf_t *g, const char *path)
+{
+    lam_gguf_str_t name;
+    if (lam_gguf_get_str(g, "general.name", &name) == LAM_OK && name.len > 0 && name.len < 256 &&
+        !memchr(name.ptr, '\0', name.len))
+        return strndup(name.ptr, name.len);
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".gguf"))
+        n -= 5;
+    return strndup(base, n);
+}
+
+static int serve(const opts_t *o, const char *api_key, const lam_gguf_t *g, const lam_model_t *m,
+                 const lam_tok_t *tok)
+{
+    char *name = o->model_name ? strdup(o->model_name) : default_model_name(g, o->model);
+    lam_serve_cfg_t c = {.attention = o->attention, .token_file = o->token_file, .kv_dtype = o->kv_dtype,
+                         .wire_dtype = o->wire_dtype, .attn_timeout_ms = o->attn_timeout_ms,
+                         .connect_timeout_ms = o->connect_timeout_ms, .spin_us = o->spin_us, .ctx = o->ctx,
+                         .batch = o->batch, .max_seqs = o->max_seqs, .max_queue = o->max_queue,
+                         .default_max_tokens = o->max_new,
+                         .defaults = {.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p},
+                         .http_listen = o->http_listen, .http_port = o->http_port, .api_key = api_key,
+                         .model_name = name ? name : "model", .max_body = o->max_body,
+                         .drain_timeout_s = o->drain_timeout};
+    int rc = lam_serve_run(&c, m, tok);
+    free(name);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     opts_t o = {0};
-    if (parse_args(argc, argv, &o))
+    bool help = false;
+    if (load_opts(argc, argv, &o, &help)) {
+        lam_cfg_free(&SPEC, &o);
         return 2;
+    }
+    char *api_key = NULL; /* read before the model: a bad file is a configuration error */
+    if (help || (!o.prompt && o.api_key_file && !(api_key = read_api_key(o.api_key_file)))) {
+        lam_cfg_free(&SPEC, &o);
+        return help ? 0 : 2;
+    }
     /* libgomp's idle workers spin for ~0.3 s after each parallel region by
      * default, starving the thread that talks to the attention nodes (and
      * local attention nodes) between layers: 30x fewer spins measured 2x
@@ -255,6 +344,9 @@ int main(int argc, char **argv)
         lam_proc_reexec_with_env("GOMP_SPINCOUNT", "10000", argv);
     if (o.threads)
         omp_set_num_threads(o.threads);
+    lam_sampler_params_t sp = {.temperature = o.temperature, .top_k = o.top_k, .top_p = o.top_p,
+                               .seed = o.seed ? strtoull(o.seed, NULL, 10)
+                                              : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32)};
     int rc = 1;
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
@@ -265,6 +357,7 @@ int main(int argc, char **argv)
     size_t n_ids = 0;
     char err[512];
     double t0 = lam_now_s();
+    lam_notify_status("Loading %s", o.model);
     if (lam_gguf_open(o.model, &g, err, sizeof err) != LAM_OK)
         goto done; /* the reader logged the reason */
     if (lam_model_load(g, &m) != LAM_OK || lam_tok_from_gguf(g, &tok) != LAM_OK)
@@ -272,6 +365,10 @@ int main(int argc, char **argv)
     lam_log_info("loaded %s: %d layers, dim %d, %d/%d heads, vocab %d, %.0f MiB f32 weights, %.2f s",
                  o.model, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.vocab,
                  m->weight_bytes / 1048576.0, lam_now_s() - t0);
+    if (!o.prompt) {
+        rc = serve(&o, api_key, g, m, tok);
+        goto done;
+    }
     const char *prompt = o.prompt;
     if (o.chat) {
         lam_chat_msg_t msgs[2];
@@ -296,7 +393,7 @@ int main(int argc, char **argv)
         goto done;
     }
     if (o.attention) {
-        rc = run_remote(&o, m, tok, ids, (int)n_ids);
+        rc = run_remote(&o, &sp, m, tok, ids, (int)n_ids);
         goto done;
     }
     lam_engine_opts_t eo = {.n_slots = 1, .max_ctx = o.ctx, .max_batch_tokens = o.batch};
@@ -305,7 +402,7 @@ int main(int argc, char **argv)
     out = malloc(((size_t)o.max_new + 1) * sizeof *out);
     if (!out)
         goto done;
-    lam_gen_seq_t seq = {.prompt = ids, .n_prompt = (int)n_ids, .max_new = o.max_new, .sp = o.sp, .out = out};
+    lam_gen_seq_t seq = {.prompt = ids, .n_prompt = (int)n_ids, .max_new = o.max_new, .sp = sp, .out = out};
     stream_t s = {tok};
     lam_gen_hooks_t hooks = {on_eog, on_token, &s};
     lam_gen_stats_t st;
@@ -325,5 +422,10 @@ done:
     lam_tok_free(tok);
     lam_model_free(m);
     lam_gguf_close(g);
+    if (api_key) {
+        memset(api_key, 0, strlen(api_key));
+        free(api_key);
+    }
+    lam_cfg_free(&SPEC, &o);
     return rc;
 }

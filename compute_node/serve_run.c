@@ -1,0 +1,139 @@
+#include "compute_node/serve_run.h"
+#include "common/log.h"
+#include "common/notify.h"
+#include "compute_node/backend.h"
+#include "compute_node/http.h"
+#include "compute_node/pipeline.h"
+#include "compute_node/remote.h"
+#include "compute_node/serve.h"
+#include "proto/auth.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static volatile sig_atomic_t g_signals;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_signals++;
+}
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL); /* a signal cuts it short, which is what we want */
+}
+
+/* SIGTERM/SIGINT: stop taking requests, let running ones finish for up to
+ * drain_timeout_s (a second signal cuts that short), then cancel the rest,
+ * which releases their sequences on the attention nodes. */
+static void drain(const lam_serve_cfg_t *c, lam_http_t *h, lam_serve_t *sv)
+{
+    lam_notify_stopping();
+    lam_http_drain(h);
+    lam_serve_stop_accepting(sv);
+    int n = lam_serve_in_flight(sv);
+    lam_log_info("shutting down: %d request(s) in flight, waiting up to %d s for them", n, c->drain_timeout_s);
+    sig_atomic_t seen = g_signals;
+    double deadline = lam_now_s() + c->drain_timeout_s;
+    while (lam_serve_in_flight(sv) > 0 && lam_now_s() < deadline && g_signals == seen)
+        nap_ms(50);
+    if ((n = lam_serve_in_flight(sv)) > 0) {
+        lam_log_warn("shutting down: cancelling %d unfinished request(s)", n);
+        lam_serve_cancel_all(sv);
+        deadline = lam_now_s() + 10.0;
+        while (lam_serve_in_flight(sv) > 0 && lam_now_s() < deadline)
+            nap_ms(10);
+    }
+    /* the last replies (a final SSE event, an error body) still go out */
+    deadline = lam_now_s() + 2.0;
+    while (lam_http_busy(h) > 0 && lam_now_s() < deadline)
+        nap_ms(10);
+}
+
+int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_t *tok)
+{
+    char token[512], why[256];
+    lam_remote_addr_t addrs[64];
+    int n_nodes = lam_remote_parse_addrs(c->attention, addrs, 64, why, sizeof why);
+    if (n_nodes < 0) {
+        lam_log_error("--attention: %s", why);
+        return 2;
+    }
+    if (lam_auth_load_token(c->token_file, token, sizeof token) != LAM_OK)
+        return 2;
+    /* handlers only count; the loop below acts */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    lam_metrics_t *mx = NULL;
+    lam_backend_t *be = NULL;
+    lam_remote_t *r = NULL;
+    lam_pipe_t *p = NULL;
+    lam_serve_t *sv = NULL;
+    lam_http_t *h = NULL;
+    if (lam_metrics_create(10, &mx) != LAM_OK)
+        goto done;
+    lam_remote_opts_t ro = {.n_nodes = n_nodes, .addrs = addrs, .token = token, .fingerprint = m->fingerprint,
+                            .cfg = &m->cfg, .kv_dtype = c->kv_dtype, .act_dtype = c->wire_dtype,
+                            .max_tokens = c->batch, .max_seqs = c->max_seqs, .timeout_ms = c->attn_timeout_ms,
+                            .spin_us = c->spin_us, .on_exchange = lam_metrics_exchange, .exchange_ud = mx};
+    lam_pipe_opts_t po = {.max_tokens = c->batch, .max_seqs = c->max_seqs};
+    lam_serve_opts_t so = {.max_seqs = c->max_seqs, .max_queue = c->max_queue, .chunk = c->batch,
+                           .max_step_tokens = c->batch, .max_ctx = c->ctx};
+    if (lam_backend_cpu_create(m, false, &be) != LAM_OK)
+        goto done;
+    if (lam_remote_create(&ro, &r) != LAM_OK) {
+        rc = 2;
+        goto done;
+    }
+    lam_notify_status("Connecting to %d attention node(s)", n_nodes);
+    if (lam_remote_wait_ready(r, c->connect_timeout_ms) != LAM_OK)
+        goto done;
+    if (lam_pipe_create(be, r, &po, &p) != LAM_OK || lam_serve_create(p, r, tok, m->cfg.vocab, &so, mx, &sv) != LAM_OK)
+        goto done;
+    lam_http_opts_t ho = {.listen = c->http_listen, .port = c->http_port, .api_key = c->api_key,
+                          .model_name = c->model_name, .max_body = c->max_body,
+                          .max_conns = c->max_seqs + c->max_queue + 64, .ctx = c->ctx,
+                          .default_max_tokens = c->default_max_tokens, .defaults = c->defaults};
+    if (lam_http_start(&ho, sv, tok, r, n_nodes, mx, &h) != LAM_OK)
+        goto done;
+    const char *addr = lam_http_addr(h);
+    bool v6 = strchr(addr, ':') != NULL;
+    printf("lamina-compute-node: http listening on %s%s%s:%d\n", v6 ? "[" : "", addr, v6 ? "]" : "", lam_http_port(h));
+    fflush(stdout);
+    lam_log_info("serving '%s' on http://%s%s%s:%d with %d attention node(s); up to %d sequences, %d queued",
+                 c->model_name, v6 ? "[" : "", addr, v6 ? "]" : "", lam_http_port(h), n_nodes, c->max_seqs,
+                 c->max_queue);
+    lam_notify_ready_status("Serving %s on %s:%d", c->model_name, addr, lam_http_port(h));
+
+    double t_stats = 0;
+    while (!g_signals) {
+        double now = lam_now_s();
+        if (now - t_stats >= 1.0) { /* KV pages for /metrics */
+            lam_remote_request_stats(r);
+            t_stats = now;
+        }
+        nap_ms(200);
+    }
+    drain(c, h, sv);
+    rc = 0;
+done:
+    lam_http_stop(h); /* joins the connection threads: no handle outlives the loop */
+    lam_serve_destroy(sv);
+    lam_pipe_destroy(p);
+    lam_remote_destroy(r);
+    lam_backend_destroy(be);
+    lam_metrics_destroy(mx);
+    if (rc == 0)
+        lam_log_info("shut down cleanly");
+    return rc;
+}

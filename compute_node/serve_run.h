@@ -1,0 +1,38 @@
+/* lamina-compute-node's serving mode: connect to the attention nodes, run
+ * the serving loop (serve.h) behind the HTTP API (http.h) until SIGTERM or
+ * SIGINT, then drain and exit. */
+#ifndef LAM_SERVE_RUN_H
+#define LAM_SERVE_RUN_H
+
+#include <stddef.h>
+
+#include "common/model.h"
+#include "common/tokenizer.h"
+#include "compute_node/sampler.h"
+
+typedef struct lam_serve_cfg {
+    /* attention nodes */
+    const char *attention;        /* host:port[,...] */
+    const char *token_file;       /* NULL: $LAMINA_CLUSTER_TOKEN */
+    int kv_dtype, wire_dtype;     /* lam_dtype_t */
+    int attn_timeout_ms, connect_timeout_ms, spin_us;
+    /* scheduling */
+    int ctx, batch, max_seqs, max_queue;
+    /* requests */
+    int default_max_tokens;
+    lam_sampler_params_t defaults;
+    /* HTTP */
+    const char *http_listen;
+    int http_port;
+    const char *api_key;          /* NULL: none */
+    const char *model_name;
+    size_t max_body;
+    int drain_timeout_s;
+} lam_serve_cfg_t;
+
+/* Serves until a termination signal; returns the exit status (0 after a
+ * clean shutdown, 1 when the service could not start, 2 for a
+ * configuration that cannot work). */
+int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_t *tok);
+
+#endif
