@@ -2,22 +2,28 @@
  * heads and runs attention for compute nodes (attention_node/server.h).
  * Reads only the model's configuration and fingerprint, never its weights.
  *
- * Exit status: 0 after SIGTERM/SIGINT, 2 for a bad command line or a
- * configuration that cannot work (shards, token, capacity), 1 for failures
- * at run time (model file, memory, transport). */
+ * Options come from one table (g_opts): config file (--config), LAMINA_<NAME>
+ * environment, command line (common/config.h). Under systemd (Type=notify)
+ * it reports STATUS while it loads, READY=1 once the KV pool is allocated
+ * and the listener is up, STOPPING=1 on SIGTERM.
+ *
+ * Exit status: 0 after SIGTERM/SIGINT, 2 for a bad configuration (command
+ * line, config file, environment) or one that cannot work (shards, token,
+ * capacity), 1 for failures at run time (model file, memory, transport). */
 #include "attention_node/server.h"
+#include "common/config.h"
 #include "common/dtype.h"
 #include "common/gguf.h"
 #include "common/log.h"
-#include "common/parse.h"
 #include "common/model.h"
+#include "common/notify.h"
+#include "common/parse.h"
 #include "proto/auth.h"
 
-#include <errno.h>
-#include <getopt.h>
 #include <omp.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,75 +32,23 @@
 #define PROG "lamina-attention-node"
 
 typedef struct opts {
-    char model[4096];
-    const char *listen;
-    const char *token_file;
+    char *model;
+    char *listen;
     int port;
-    int shard_index, shard_count;
-    int kv_dtype;
+    char *shard;              /* "I/N", checked by check_shard */
+    int kv_dtype;             /* index in g_dtypes */
     size_t kv_capacity;
-    int page_tokens, max_ctx, max_seqs, max_batch_tokens, threads, spin_us;
-    lam_log_level_t log_level;
+    int page_tokens, max_ctx, max_seqs, max_batch_tokens; /* max_ctx 0: the model's */
+    char *token_file;
+    int threads;              /* 0: all cores */
+    int log_level;            /* lam_log_level_t */
+    int spin_us;
 } opts_t;
 
-static volatile sig_atomic_t g_stop;
+static const char *const g_dtypes[] = {"f16", "bf16", "f32", NULL};
+static const char *const g_levels[] = {"debug", "info", "warn", "error", "quiet", NULL};
 
-static void on_signal(int sig) { g_stop = sig; }
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: " PROG " [options]\n"
-            "  -m, --model PATH          GGUF model; only its configuration is read (default:\n"
-            "                            $LAMINA_MODEL_DIR or ~/.cache/lamina, SmolLM2-135M-Instruct.Q4_1.gguf)\n"
-            "  -l, --listen ADDR         address to listen on (default 127.0.0.1)\n"
-            "  -p, --port N              port (default 7400; 0 = any free port)\n"
-            "      --shard I/N           this node is shard I of N; N must divide the model's KV heads\n"
-            "                            (default 0/1)\n"
-            "      --kv-dtype T          f16, bf16 or f32 (default f16)\n"
-            "      --kv-capacity SIZE    memory for KV pages, e.g. 512M, 2G (default 1G)\n"
-            "      --page-tokens N       tokens per KV page (default 16)\n"
-            "      --max-ctx N           longest sequence (default: the model's context length)\n"
-            "      --max-seqs N          sequences held at once (default 256)\n"
-            "      --max-batch-tokens N  tokens per ATTN message (default 2048)\n"
-            "      --token-file PATH     cluster token (first line; else LAMINA_CLUSTER_TOKEN)\n"
-            "  -t, --threads N           OpenMP threads (default: all cores)\n"
-            "      --log-level L         debug, info, warn or error (default info)\n"
-            "      --spin-us N           poll this long after the last message before sleeping\n"
-            "                            (default 0 = always sleep; for dedicated cores)\n"
-            "  -h, --help\n"
-            "Prints '" PROG ": listening on ADDR:PORT' on stdout once it serves.\n");
-}
-
-/* "1073741824", "512K", "512M", "2G", "1T" (binary units; an optional
- * trailing "B" or "iB"). */
-static bool parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    if (*s < '0' || *s > '9')
-        return false;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return false;
-    int shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case 't': case 'T': shift = 40; end++; break;
-    default: break;
-    }
-    if (shift && (!strcmp(end, "iB") || !strcmp(end, "B")))
-        end += strlen(end);
-    else if (!shift && !strcmp(end, "B"))
-        end++;
-    if (*end || v == 0 || v > (SIZE_MAX >> shift))
-        return false;
-    *out = (size_t)v << shift;
-    return true;
-}
-
+/* "I/N" with 0 <= I < N <= 65535 */
 static bool parse_shard(const char *s, int *index, int *count)
 {
     const char *slash = strchr(s, '/');
@@ -111,115 +65,96 @@ static bool parse_shard(const char *s, int *index, int *count)
     return *index < *count;
 }
 
-static int parse_log_level(const char *s)
+static bool check_shard(const char *text, void *field, char *why, size_t why_len)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(s, names[i]))
-            return i;
-    return -1;
+    int i, n;
+    if (parse_shard(text, &i, &n))
+        return true;
+    snprintf(why, why_len, "not a shard I/N with 0 <= I < N <= 65535");
+    return false;
 }
 
-static int parse_args(int argc, char **argv, opts_t *o)
+static bool check_nonempty(const char *text, void *field, char *why, size_t why_len)
 {
-    enum { O_SHARD = 256, O_KVDT, O_KVCAP, O_PAGE, O_CTX, O_SEQS, O_BATCH, O_TOKEN, O_LOG, O_SPIN };
-    static const struct option lopts[] = {
-        {"model", required_argument, 0, 'm'},        {"listen", required_argument, 0, 'l'},
-        {"port", required_argument, 0, 'p'},         {"shard", required_argument, 0, O_SHARD},
-        {"kv-dtype", required_argument, 0, O_KVDT},  {"kv-capacity", required_argument, 0, O_KVCAP},
-        {"page-tokens", required_argument, 0, O_PAGE}, {"max-ctx", required_argument, 0, O_CTX},
-        {"max-seqs", required_argument, 0, O_SEQS},  {"max-batch-tokens", required_argument, 0, O_BATCH},
-        {"token-file", required_argument, 0, O_TOKEN}, {"threads", required_argument, 0, 't'},
-        {"log-level", required_argument, 0, O_LOG},  {"spin-us", required_argument, 0, O_SPIN},  {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    lam_model_default_path(o->model, sizeof o->model);
-    o->listen = "127.0.0.1";
-    o->port = 7400;
-    o->shard_count = 1;
-    o->kv_dtype = LAM_DT_F16;
-    o->kv_capacity = (size_t)1 << 30;
-    o->page_tokens = 16;
-    o->max_seqs = 256;
-    o->max_batch_tokens = 2048;
-    o->spin_us = 0;
-    o->log_level = LAM_LOG_INFO;
-    opterr = 0;
-    int c, li = -1;
-    while ((c = getopt_long(argc, argv, ":m:l:p:t:h", lopts, &li)) != -1) {
-        bool ok = true;
-        const char *hint = "";
-        /* the option's name for messages: long form when it was used */
-        char name[64];
-        if (li >= 0)
-            snprintf(name, sizeof name, "--%s", lopts[li].name);
-        else
-            snprintf(name, sizeof name, "-%c", c);
-        li = -1;
-        switch (c) {
-        case 'm':
-            ok = *optarg && strlen(optarg) < sizeof o->model;
-            snprintf(o->model, sizeof o->model, "%s", optarg);
-            break;
-        case 'l': ok = *optarg != '\0'; o->listen = optarg; break;
-        case 'p': ok = lam_parse_int(optarg, 0, 65535, &o->port), hint = " (0..65535)"; break;
-        case O_SHARD:
-            ok = parse_shard(optarg, &o->shard_index, &o->shard_count), hint = " (I/N with 0 <= I < N)";
-            break;
-        case O_KVDT: ok = (o->kv_dtype = lam_dtype_parse(optarg)) >= 0, hint = " (f16, bf16 or f32)"; break;
-        case O_KVCAP: ok = parse_size(optarg, &o->kv_capacity), hint = " (bytes > 0, suffix K, M, G or T)"; break;
-        case O_PAGE: ok = lam_parse_int(optarg, 1, 65536, &o->page_tokens), hint = " (1..65536)"; break;
-        case O_CTX: ok = lam_parse_int(optarg, 1, 1 << 24, &o->max_ctx), hint = " (1..16777216)"; break;
-        case O_SEQS: ok = lam_parse_int(optarg, 1, 1 << 24, &o->max_seqs), hint = " (1..16777216)"; break;
-        case O_BATCH: ok = lam_parse_int(optarg, 1, 65536, &o->max_batch_tokens), hint = " (1..65536)"; break;
-        case O_TOKEN: ok = *optarg != '\0'; o->token_file = optarg; break;
-        case 't': ok = lam_parse_int(optarg, 1, 4096, &o->threads), hint = " (1..4096)"; break;
-        case O_SPIN: ok = lam_parse_int(optarg, 0, 1000000, &o->spin_us), hint = " (0..1000000)"; break;
-        case O_LOG: {
-            int l = parse_log_level(optarg);
-            ok = l >= 0;
-            o->log_level = (lam_log_level_t)l;
-            hint = " (debug, info, warn or error)";
-            break;
-        }
-        case 'h': usage(stdout); exit(0);
-        case ':':
-            fprintf(stderr, PROG ": option '%s' needs a value\n", argv[optind - 1]);
-            return -1;
-        default:
-            fprintf(stderr, PROG ": unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return -1;
-        }
-        if (!ok) {
-            fprintf(stderr, PROG ": invalid value '%s' for option %s%s\n", optarg, name, hint);
-            return -1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
-        return -1;
-    }
-    return 0;
+    if (*text)
+        return true;
+    snprintf(why, why_len, "must not be empty");
+    return false;
 }
 
-int main(int argc, char **argv)
+#define OPT(field) offsetof(opts_t, field)
+
+/* One row per option: the config file key, --name and LAMINA_<NAME>.
+ * The model's default depends on the environment, so it is filled in at
+ * startup (row 0). */
+static lam_cfg_opt_t g_opts[] = {
+    {"model", 'm', LAM_CFG_STRING, OPT(model), NULL, 0, 0, NULL, "PATH",
+     "GGUF model; only its configuration and fingerprint are read\n"
+     "(default from $LAMINA_MODEL_DIR or ~/.cache/lamina)", check_nonempty},
+    {"listen", 'l', LAM_CFG_STRING, OPT(listen), "127.0.0.1", 0, 0, NULL, "ADDR", "address to listen on",
+     check_nonempty},
+    {"port", 'p', LAM_CFG_INT, OPT(port), "7400", 0, 65535, NULL, NULL, "port (0 = any free port)", NULL},
+    {"shard", 0, LAM_CFG_STRING, OPT(shard), "0/1", 0, 0, NULL, "I/N",
+     "this node is shard I of N; N must divide the model's KV heads", check_shard},
+    {"kv-dtype", 0, LAM_CFG_ENUM, OPT(kv_dtype), "f16", 0, 0, g_dtypes, NULL, "KV cache element type", NULL},
+    {"kv-capacity", 0, LAM_CFG_SIZE, OPT(kv_capacity), "1G", 1, (double)SIZE_MAX, NULL, NULL,
+     "memory for KV pages, e.g. 512M, 2G; allocated at start", NULL},
+    {"page-tokens", 0, LAM_CFG_INT, OPT(page_tokens), "16", 1, 65536, NULL, NULL, "tokens per KV page", NULL},
+    {"max-ctx", 0, LAM_CFG_INT, OPT(max_ctx), NULL, 1, 1 << 24, NULL, NULL,
+     "longest sequence (not set: the model's context length)", NULL},
+    {"max-seqs", 0, LAM_CFG_INT, OPT(max_seqs), "256", 1, 1 << 24, NULL, NULL, "sequences held at once", NULL},
+    {"max-batch-tokens", 0, LAM_CFG_INT, OPT(max_batch_tokens), "2048", 1, 65536, NULL, NULL,
+     "tokens per ATTN message (sizes the buffers)", NULL},
+    {"token-file", 0, LAM_CFG_STRING, OPT(token_file), NULL, 0, 0, NULL, "PATH",
+     "cluster token: the file's first line (not set: $LAMINA_CLUSTER_TOKEN)", check_nonempty},
+    {"threads", 't', LAM_CFG_INT, OPT(threads), NULL, 1, 4096, NULL, NULL,
+     "OpenMP threads for attention (not set: all cores)", NULL},
+    {"log-level", 0, LAM_CFG_ENUM, OPT(log_level), "info", 0, 0, g_levels, NULL, "log verbosity on stderr", NULL},
+    {"spin-us", 0, LAM_CFG_INT, OPT(spin_us), "0", 0, 1000000, NULL, NULL,
+     "poll this long after the last message before sleeping\n(0 = always sleep; for dedicated cores)", NULL},
+};
+
+static const lam_cfg_spec_t g_spec = {
+    PROG, "[options]",
+    "Prints '" PROG ": listening on ADDR:PORT' on stdout once it serves.\n"
+    "Exit status: 0 after SIGTERM/SIGINT, 2 for a bad configuration, 1 for failures at run time.",
+    g_opts, (int)(sizeof g_opts / sizeof g_opts[0]),
+};
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) { g_stop = sig; }
+
+/* Everything after the configuration: returns the exit status. */
+static int serve(const opts_t *o)
 {
-    opts_t o = {0};
-    if (parse_args(argc, argv, &o))
-        return 2;
-    lam_log_set_level(o.log_level);
-    if (o.threads)
-        omp_set_num_threads(o.threads);
+    int shard_index = 0, shard_count = 1;
+    parse_shard(o->shard, &shard_index, &shard_count); /* checked when it was set */
+    int kv_dtype = lam_dtype_parse(g_dtypes[o->kv_dtype]);
+    lam_log_set_level((lam_log_level_t)o->log_level);
+    if (o->threads)
+        omp_set_num_threads(o->threads);
+
+    /* SIGTERM while the KV pool is being allocated still ends in a clean exit */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 
     static char token[1024];
     if (lam_auth_init() != LAM_OK)
         return 1;
-    if (lam_auth_load_token(o.token_file, token, sizeof token) != LAM_OK)
+    if (lam_auth_load_token(o->token_file, token, sizeof token) != LAM_OK)
         return 2; /* logged */
 
+    lam_notify_status("Reading model configuration from %s", o->model);
     lam_gguf_t *g = NULL;
     char err[512];
-    if (lam_gguf_open(o.model, &g, err, sizeof err) != LAM_OK) {
-        fprintf(stderr, PROG ": cannot open model %s: %s\n", o.model, err);
+    if (lam_gguf_open(o->model, &g, err, sizeof err) != LAM_OK) {
+        fprintf(stderr, PROG ": cannot open model %s: %s\n", o->model, err);
         return 1;
     }
     lam_model_config_t mc;
@@ -227,28 +162,29 @@ int main(int argc, char **argv)
     uint64_t fingerprint = lam_gguf_fingerprint(g);
     lam_gguf_close(g);
     if (st != LAM_OK) {
-        fprintf(stderr, PROG ": %s: not a usable model configuration (%s)\n", o.model, lam_status_str(st));
+        fprintf(stderr, PROG ": %s: not a usable model configuration (%s)\n", o->model, lam_status_str(st));
         return 1;
     }
-    if (mc.n_kv_heads % o.shard_count) {
-        fprintf(stderr, PROG ": --shard %d/%d: %d shards do not divide the model's %d KV heads\n", o.shard_index,
-                o.shard_count, o.shard_count, mc.n_kv_heads);
+    if (mc.n_kv_heads % shard_count) {
+        fprintf(stderr, PROG ": --shard %d/%d: %d shards do not divide the model's %d KV heads\n", shard_index,
+                shard_count, shard_count, mc.n_kv_heads);
         return 2;
     }
 
     lam_an_config_t cfg = {
         .fingerprint = fingerprint,
         .n_layers = mc.n_layers, .n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .head_dim = mc.head_dim,
-        .shard_index = o.shard_index, .shard_count = o.shard_count,
-        .kv_dtype = o.kv_dtype, .kv_capacity = o.kv_capacity, .page_tokens = o.page_tokens,
-        .max_ctx = o.max_ctx ? o.max_ctx : mc.max_ctx, .max_seqs = o.max_seqs,
-        .max_batch_tokens = o.max_batch_tokens,
-        .spin_us = o.spin_us,
-        .token = token, .listen_addr = o.listen, .port = o.port,
+        .shard_index = shard_index, .shard_count = shard_count,
+        .kv_dtype = kv_dtype, .kv_capacity = o->kv_capacity, .page_tokens = o->page_tokens,
+        .max_ctx = o->max_ctx ? o->max_ctx : mc.max_ctx, .max_seqs = o->max_seqs,
+        .max_batch_tokens = o->max_batch_tokens,
+        .spin_us = o->spin_us,
+        .token = token, .listen_addr = o->listen, .port = o->port,
     };
     lam_log_info("attention node: model %s (%s, fingerprint %016llx), KV %s, capacity %.1f MiB, context %d",
-                 o.model, mc.arch, (unsigned long long)fingerprint, lam_dtype_name((unsigned)o.kv_dtype),
-                 o.kv_capacity / 1048576.0, cfg.max_ctx);
+                 o->model, mc.arch, (unsigned long long)fingerprint, lam_dtype_name((unsigned)kv_dtype),
+                 o->kv_capacity / 1048576.0, cfg.max_ctx);
+    lam_notify_status("Allocating %.1f MiB of KV pages", o->kv_capacity / 1048576.0);
     lam_an_server_t *s = NULL;
     /* a restarted node (systemd, an operator) must get its port back while
      * the old process's connections linger in TIME_WAIT */
@@ -259,25 +195,47 @@ int main(int argc, char **argv)
     }
     memset(token, 0, sizeof token);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
     int port = 0;
     if ((st = lam_an_server_listen(s, &port)) != LAM_OK) {
-        fprintf(stderr, PROG ": cannot listen on %s:%d: %s\n", o.listen, o.port, lam_status_str(st));
+        fprintf(stderr, PROG ": cannot listen on %s:%d: %s\n", o->listen, o->port, lam_status_str(st));
         lam_an_server_destroy(s);
         return 1;
     }
-    printf(PROG ": listening on %s:%d\n", o.listen, port);
+    printf(PROG ": listening on %s:%d\n", o->listen, port);
     fflush(stdout);
+    /* only now: the KV pool is allocated and compute nodes can connect */
+    lam_notify_ready_status("Serving shard %d/%d on %s:%d (KV %s, %.1f MiB)", shard_index, shard_count, o->listen,
+                            port, lam_dtype_name((unsigned)kv_dtype), o->kv_capacity / 1048576.0);
 
-    lam_an_server_run(s, &g_stop);
-    lam_log_info("attention node: %s, shutting down", g_stop == SIGINT ? "SIGINT" : "SIGTERM");
+    if (!g_stop)
+        st = lam_an_server_run(s, &g_stop);
+    lam_notify_stopping();
+    int rc = 0;
+    if (g_stop) {
+        lam_log_info("attention node: %s, shutting down", g_stop == SIGINT ? "SIGINT" : "SIGTERM");
+    } else {
+        lam_log_error("attention node: event loop failed: %s", lam_status_str(st));
+        rc = 1;
+    }
     lam_an_server_destroy(s);
-    return 0;
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static char model_default[4096];
+    g_opts[0].def = lam_model_default_path(model_default, sizeof model_default);
+    opts_t o;
+    memset(&o, 0, sizeof o);
+    char err[1024];
+    bool shown = false;
+    int rc;
+    if (lam_cfg_load(&g_spec, &o, argc, argv, &shown, err, sizeof err) != LAM_OK) {
+        fprintf(stderr, PROG ": %s\n", err);
+        rc = 2;
+    } else {
+        rc = shown ? 0 : serve(&o);
+    }
+    lam_cfg_free(&g_spec, &o);
+    return rc;
 }

@@ -53,7 +53,9 @@ typedef struct lam_cfg_opt {
     char short_name;             /* -x, or 0 */
     lam_cfg_type_t type;
     size_t offset;               /* offsetof(options struct, field) */
-    const char *def;             /* default written as in a file; NULL: 0 / false / NULL */
+    const char *def;             /* default written as in a file; NULL: 0 / false / NULL (a number
+                                    whose bounds exclude 0 is then "not set": 0 in the struct, a
+                                    comment in the dump, for the program to pick a value) */
     double min, max;             /* inclusive bounds for numbers and sizes; both 0: the type's range */
     const char *const *choices;  /* LAM_CFG_ENUM: NULL-terminated names */
     const char *metavar;         /* value name in --help ("N", "PATH"); NULL: from the type */

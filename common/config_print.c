@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static bool zero_outside_bounds(const lam_cfg_opt_t *o);
+
 static void metavar(const lam_cfg_opt_t *o, char *out, size_t n)
 {
     if (o->metavar) {
@@ -56,7 +58,11 @@ static void print_opt(FILE *f, const lam_cfg_opt_t *o)
     /* the facts the table knows: default, bounds or choices, environment */
     const char *def = o->def;
     if (!def) /* what lam_cfg_set_defaults stores */
-        def = o->type == LAM_CFG_BOOL ? "false" : o->type == LAM_CFG_STRING ? "unset" : o->type == LAM_CFG_ENUM ? o->choices[0] : "0";
+        def = o->type == LAM_CFG_BOOL              ? "false"
+              : o->type == LAM_CFG_STRING           ? "unset"
+              : o->type == LAM_CFG_ENUM             ? o->choices[0]
+              : zero_outside_bounds(o)              ? "unset"
+                                                    : "0";
     fprintf(f, "        [default: %s", def);
     lam_cfg_bounds_str(o, bounds, sizeof bounds);
     if (bounds[0] && !(o->min == 0 && o->max == 0)) /* the type's whole range says nothing */
@@ -99,6 +105,23 @@ static void print_quoted(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* A number with no default whose bounds exclude 0 still holds the 0 that
+ * lam_cfg_set_defaults stored: "not set" (the program picks a value, e.g.
+ * the model's context length), written as a comment so the dump loads. */
+static bool zero_outside_bounds(const lam_cfg_opt_t *o)
+{
+    return !o->def && o->type != LAM_CFG_BOOL && o->type != LAM_CFG_STRING && o->type != LAM_CFG_ENUM &&
+           !(o->min == 0 && o->max == 0) && (o->min > 0 || o->max < 0);
+}
+
+static bool unset_number(const lam_cfg_opt_t *o, const char *p)
+{
+    static const char zero[8];
+    size_t n = o->type == LAM_CFG_U64 ? sizeof(uint64_t) : o->type == LAM_CFG_SIZE ? sizeof(size_t)
+             : o->type == LAM_CFG_FLOAT ? sizeof(float) : sizeof(int);
+    return zero_outside_bounds(o) && !memcmp(p, zero, n);
+}
+
 void lam_cfg_dump(const lam_cfg_spec_t *spec, const void *dst, FILE *f)
 {
     fprintf(f, "# %s: effective configuration\n", spec->prog);
@@ -112,6 +135,10 @@ void lam_cfg_dump(const lam_cfg_spec_t *spec, const void *dst, FILE *f)
         size_t z;
         char *s;
         char buf[32];
+        if (unset_number(o, p)) {
+            fprintf(f, "# %s is not set\n", o->name);
+            continue;
+        }
         switch (o->type) {
         case LAM_CFG_BOOL:
             memcpy(&b, p, sizeof b);

@@ -14,6 +14,7 @@ typedef struct tcfg {
     bool chat;
     int port;
     int level;
+    int ctx;
     uint64_t seed;
     float temp;
     float bias;
@@ -46,6 +47,8 @@ static const lam_cfg_opt_t tcfg_opts[] = {
     {"port", 'p', LAM_CFG_INT, offsetof(tcfg_t, port), "7400", 0, 65535, NULL, NULL,
      "port to listen on\n0 = any free port", NULL},
     {"level", 0, LAM_CFG_INT, offsetof(tcfg_t, level), "-3", -10, 10, NULL, "L", "a signed level", NULL},
+    {"ctx", 'c', LAM_CFG_INT, offsetof(tcfg_t, ctx), NULL, 1, 1 << 24, NULL, NULL,
+     "context length (not set: the model's)", NULL},
     {"seed", 's', LAM_CFG_U64, offsetof(tcfg_t, seed), "0", 0, 0, NULL, NULL, "sampling seed", NULL},
     {"temperature", 0, LAM_CFG_FLOAT, offsetof(tcfg_t, temp), "0.8", 0, 2, NULL, NULL, "sampling temperature",
      NULL},

@@ -177,6 +177,7 @@ static void test_bounds(void)
         bool ok;
     } cases[] = {
         {"port", "0", true}, {"port", "65535", true}, {"port", "65536", false}, {"port", "-1", false},
+        {"ctx", "1", true}, {"ctx", "0", false}, {"ctx", "16777216", true}, {"ctx", "16777217", false},
         {"level", "-10", true}, {"level", "10", true}, {"level", "-11", false}, {"level", "11", false},
         {"seed", "0", true}, {"seed", "18446744073709551615", true}, {"seed", "18446744073709551616", false},
         {"temperature", "0", true}, {"temperature", "2", true}, {"temperature", "2.0000002", false},
@@ -345,12 +346,15 @@ static void test_help(void)
     CU_ASSERT(strstr(out, "[default: 7400; 0 to 65535; env LAMINA_PORT]") != NULL);
     CU_ASSERT(strstr(out, "--kv-dtype f16|bf16|f32") && strstr(out, "one of f16, bf16, f32") != NULL);
     CU_ASSERT(strstr(out, "[default: 1G; 1 to 1T; env LAMINA_KV_CAPACITY]") != NULL);
+    CU_ASSERT(strstr(out, "[default: unset; 1 to 16777216; env LAMINA_CTX]") != NULL);
+    CU_ASSERT(strstr(out, "[default: 0; env LAMINA_BIAS]") != NULL);
     CU_ASSERT(strstr(out, "--config PATH") && strstr(out, "--print-config") && strstr(out, "-h, --help") != NULL);
 }
 
 static void assert_same(const tcfg_t *a, const tcfg_t *b)
 {
     CU_ASSERT(a->verbose == b->verbose && a->chat == b->chat && a->port == b->port && a->level == b->level);
+    CU_ASSERT(a->ctx == b->ctx);
     CU_ASSERT(a->seed == b->seed && a->temp == b->temp && a->bias == b->bias && a->cap == b->cap);
     CU_ASSERT(a->any_size == b->any_size && a->dtype == b->dtype);
     CU_ASSERT((!a->name && !b->name) || (a->name && b->name && !strcmp(a->name, b->name)));
@@ -373,6 +377,7 @@ static void test_round_trip(void)
         CU_ASSERT_FATAL(load_text(&a, "") == LAM_OK);
         a.verbose = rand() & 1, a.chat = rand() & 1;
         a.port = rand() % 65536, a.level = rand() % 21 - 10;
+        a.ctx = rand() & 1 ? rand() % (1 << 24) + 1 : 0; /* 0: not set */
         a.seed = ((uint64_t)rand() << 40) ^ ((uint64_t)rand() << 20) ^ (uint64_t)rand();
         a.temp = (float)rand() / (float)RAND_MAX * 2.0f;
         a.bias = ((float)rand() - RAND_MAX / 2) * 1e-3f * (float)(rand() % 1000);
@@ -412,7 +417,8 @@ static void test_print_config(void)
     CU_ASSERT_FATAL(load_argv(&c, (const char *[]){"--print-config", "--port", "99", "--name", "q\"x", NULL}, &shown,
                               out, sizeof out) == LAM_OK);
     CU_ASSERT(shown && c.port == 99);
-    CU_ASSERT(strstr(out, "port = 99\n") && strstr(out, "name = \"q\\\"x\"\n") && strstr(out, "# token-file is not set") != NULL);
+    CU_ASSERT(strstr(out, "port = 99\n") && strstr(out, "name = \"q\\\"x\"\n") != NULL);
+    CU_ASSERT(strstr(out, "# token-file is not set\n") && strstr(out, "# ctx is not set\n") != NULL);
     CU_ASSERT(load_text(&d, out) == LAM_OK);
     assert_same(&c, &d);
     lam_cfg_free(&tcfg_spec, &c);
