@@ -40,6 +40,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "common/dtype.h"
 #include "common/status.h"
 
 #ifdef __cplusplus
