@@ -275,7 +275,11 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n && msg[n - 1] == '\n')
         msg[--n] = '\0';
-    lam_log_warn("http: %s", msg);
+    /* a streamed reply ended because its client went away: expected */
+    if (strstr(msg, "application error generating response"))
+        lam_log_debug("http: %s", msg);
+    else
+        lam_log_warn("http: %s", msg);
 }
 
 /* ---- lifetime ---- */

@@ -105,6 +105,9 @@ static void on_done(void *ud, int id, lam_status_t st)
         return;
     s->by_id[id] = NULL;
     q->sched_id = -1;
+    /* counted before the submitter can see the end (and read /metrics) */
+    lam_metrics_gen_tokens(s->mx, s->step_tokens);
+    s->step_tokens = 0;
     req_end(s, q, st == LAM_OK ? LAM_SERVE_FINISHED : LAM_SERVE_FAILED, st);
     req_unref(q);
 }

@@ -242,22 +242,29 @@ static void usage(FILE *f)
                "  exchange     per-layer q/k/v -> o round trip to an attention node over ucx_perftest\n"
                "  pipeline     two-micro-batch decode step over max(dense, attention + exchange)\n"
                "  offload      end-to-end decode tokens/s, offloaded vs the reference engine\n"
+               "  serve        HTTP streaming clients: tokens/s, TTFT, TPOT; tokens/s over the\n"
+               "               in-process scheduler on the same work\n"
                "options:\n"
                "  -m, --model PATH   GGUF model (default: the shipped SmolLM2 in ~/.cache/lamina)\n"
                "  -t, --threads N    threads for both engines (default: all cores)\n"
                "      --no-peer      do not run llama.cpp (no ratio)\n"
                "      --quick        fewer sizes and repetitions (a smoke run)\n"
-               "      --json FILE    also write the results as JSON\n");
+               "      --json FILE    also write the results as JSON\n"
+               "  serve: --clients N (16), --gen N tokens per request (64),\n"
+               "         --server HOST:PORT (an existing server; default: start one)\n");
 }
 
 int main(int argc, char **argv)
 {
-    enum { O_NOPEER = 256, O_JSON, O_QUICK };
+    enum { O_NOPEER = 256, O_JSON, O_QUICK, O_CLIENTS, O_GEN, O_SERVER };
     static const struct option lopts[] = {{"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
                                           {"no-peer", no_argument, 0, O_NOPEER}, {"json", required_argument, 0, O_JSON},
                                           {"quick", no_argument, 0, O_QUICK},
+                                          {"clients", required_argument, 0, O_CLIENTS},
+                                          {"gen", required_argument, 0, O_GEN},
+                                          {"server", required_argument, 0, O_SERVER},
                                           {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bench_opts_t o = {.peer = true, .threads = omp_get_num_procs()};
+    bench_opts_t o = {.peer = true, .threads = omp_get_num_procs(), .clients = 16, .gen = 64};
     lam_model_default_path(o.model, sizeof o.model);
     if (argc < 2 || argv[1][0] == '-') {
         usage(argc < 2 ? stderr : stdout);
@@ -283,20 +290,33 @@ int main(int argc, char **argv)
         case O_NOPEER: o.peer = false; break;
         case O_JSON: o.json = optarg; break;
         case O_QUICK: o.quick = true; break;
+        case O_CLIENTS:
+        case O_GEN: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 4096) {
+                fprintf(stderr, "lamina-bench: invalid count '%s'\n", optarg);
+                return 2;
+            }
+            *(c == O_CLIENTS ? &o.clients : &o.gen) = (int)v;
+            break;
+        }
+        case O_SERVER: o.server = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     /* offload modes: see lamina-compute-node (libgomp spinning starves the
      * comm thread and the local attention nodes) */
-    if (!strcmp(mode, "exchange") || !strcmp(mode, "pipeline") || !strcmp(mode, "offload"))
+    if (!strcmp(mode, "exchange") || !strcmp(mode, "pipeline") || !strcmp(mode, "offload") || !strcmp(mode, "serve"))
         lam_proc_reexec_with_env("GOMP_SPINCOUNT", "10000", argv);
     omp_set_num_threads(o.threads);
     static const struct {
         const char *name;
         int (*run)(const bench_opts_t *);
     } modes[] = {{"reference", bench_reference}, {"memory", bench_memory}, {"exchange", bench_exchange},
-                 {"pipeline", bench_pipeline}, {"offload", bench_offload}, {"attention", bench_attention}};
+                 {"pipeline", bench_pipeline}, {"offload", bench_offload}, {"attention", bench_attention},
+                 {"serve", bench_serve}};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
         if (!strcmp(mode, modes[i].name))
             return modes[i].run(&o);

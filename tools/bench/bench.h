@@ -16,6 +16,9 @@ typedef struct bench_opts {
     bool peer;        /* run llama.cpp where a mode compares with it */
     bool quick;       /* fewer sizes and repetitions (smoke runs) */
     const char *json; /* also write results here */
+    int clients;      /* serve: concurrent streaming clients */
+    int gen;          /* serve: tokens per request */
+    const char *server; /* serve: an existing server's host:port (NULL: start one) */
 } bench_opts_t;
 
 /* Opens and loads the model; logs why on failure and returns nonzero. */
@@ -39,5 +42,8 @@ double bench_engine_decode_tps(const lam_model_t *m, int batch, int prompt, int 
 int bench_exchange(const bench_opts_t *o);
 int bench_pipeline(const bench_opts_t *o);
 int bench_offload(const bench_opts_t *o);
+
+/* The HTTP service under concurrent streaming clients (bench_serve.c). */
+int bench_serve(const bench_opts_t *o);
 
 #endif

@@ -1,0 +1,46 @@
+/* Test helper for the serving suites: a real lamina-attention-node and
+ * lamina-compute-node processes serving HTTP on loopback (ports chosen by
+ * the kernel), and JSON / metrics helpers on top of http_client.h. */
+#ifndef LAM_TEST_SERVE_FIXTURE_H
+#define LAM_TEST_SERVE_FIXTURE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "common/proc.h"
+#include "tests/serve/http_client.h"
+
+#define SF_MODEL_NAME "test-model"
+#define SF_API_KEY "test-api-key-0123456789"
+#define SF_AUTH "Authorization: Bearer " SF_API_KEY "\r\n"
+
+/* Loopback environment, the model path and the API key file; false (with
+ * *skip set when LAMINA_ALLOW_NO_MODEL=1) if the model is missing. */
+bool sf_init(bool *skip);
+const char *sf_model_path(void);
+
+/* Starts an attention node (port 0, 1 thread). */
+int sf_start_attention(lam_proc_t *an);
+/* Starts a compute node serving HTTP on port 0 against the attention node
+ * at port an_port, with --model-name SF_MODEL_NAME, --api-key-file and the
+ * extra arguments (NULL-terminated, may be NULL). p->port is the HTTP port. */
+int sf_start_compute(lam_proc_t *p, int an_port, const char *const *extra);
+/* Waits up to timeout_s for the process to exit by itself; returns its
+ * wait status, or -1 (then it is killed). */
+int sf_wait_exit(lam_proc_t *p, double timeout_s);
+
+/* POST with the API key; the parsed body (NULL if it is not JSON), the
+ * HTTP status in *status. */
+json_t *sf_post(int port, const char *path, const char *body, int *status);
+json_t *sf_get(int port, const char *path, int *status);
+/* An OpenAI error body: {"error":{"message":str,"type":str,"param":..,"code":..}}. */
+bool sf_is_error(const json_t *body);
+
+/* The value of the first /metrics line starting with `series` (name and
+ * labels up to where the line should match), or -1 if there is none. */
+double sf_metric(int port, const char *series);
+
+/* The text a chat or completion reply carries (choices[0]). */
+const char *sf_reply_text(const json_t *reply);
+
+#endif
