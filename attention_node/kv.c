@@ -86,8 +86,23 @@ static void kv_free_slabs(lam_kv_t *kv)
     kv->n_slabs = 0;
 }
 
+/* Pages of an external pool: addresses only, never touched here. */
+static lam_status_t kv_external_pages(lam_kv_t *kv)
+{
+    kv->free_pages = malloc((size_t)kv->pages_total * sizeof *kv->free_pages);
+    if (!kv->free_pages)
+        return LAM_ERR_NO_MEMORY;
+    /* pop from the top hands out pages in address order */
+    for (int64_t i = 0; i < kv->pages_total; i++)
+        kv->free_pages[i] = kv->o.page_pool + (size_t)(kv->pages_total - 1 - i) * kv->g.page_bytes;
+    kv->n_free = kv->pages_total;
+    return LAM_OK;
+}
+
 static lam_status_t kv_alloc_pages(lam_kv_t *kv)
 {
+    if (kv->o.page_pool)
+        return kv_external_pages(kv);
     size_t sz = sizeof kv->arena;
     if (mallctl("arenas.create", &kv->arena, &sz, NULL, 0) != 0) {
         lam_log_error("kv: cannot create a jemalloc arena");
@@ -135,6 +150,29 @@ static lam_status_t kv_alloc_pages(lam_kv_t *kv)
     return LAM_OK;
 }
 
+static lam_kv_geom_t kv_geom(const lam_kv_opts_t *o, size_t esz)
+{
+    lam_kv_geom_t g = {0};
+    g.page_tokens = o->page_tokens;
+    g.head_stride = (size_t)o->page_tokens * o->head_dim * esz;
+    g.v_off = (size_t)o->n_kv_heads * g.head_stride;
+    g.layer_stride = 2 * g.v_off;
+    g.page_bytes = round_up((size_t)o->n_layers * g.layer_stride, KV_ALIGN);
+    g.max_pages_per_seq = (o->max_ctx + o->page_tokens - 1) / o->page_tokens;
+    return g;
+}
+
+lam_kv_geom_t lam_kv_geom_for(const lam_kv_opts_t *opts)
+{
+    lam_kv_opts_t o = *opts;
+    if (!o.page_tokens)
+        o.page_tokens = KV_DEFAULT_PAGE_TOKENS;
+    size_t esz = lam_dtype_size((unsigned)o.dtype);
+    if (kv_check_opts(&o, esz) != LAM_OK)
+        return (lam_kv_geom_t){0};
+    return kv_geom(&o, esz);
+}
+
 lam_status_t lam_kv_create(const lam_kv_opts_t *opts, lam_kv_t **out)
 {
     lam_kv_opts_t o = *opts;
@@ -144,18 +182,17 @@ lam_status_t lam_kv_create(const lam_kv_opts_t *opts, lam_kv_t **out)
     lam_status_t st = kv_check_opts(&o, esz);
     if (st)
         return st;
+    if (o.page_pool && o.capacity_pages < 1) {
+        lam_log_error("kv: an external page pool needs capacity_pages");
+        return LAM_ERR_INVALID_ARG;
+    }
 
     lam_kv_t *kv = calloc(1, sizeof *kv);
     if (!kv)
         return LAM_ERR_NO_MEMORY;
     kv->o = o;
     kv->esz = esz;
-    kv->g.page_tokens = o.page_tokens;
-    kv->g.head_stride = (size_t)o.page_tokens * o.head_dim * esz;
-    kv->g.v_off = (size_t)o.n_kv_heads * kv->g.head_stride;
-    kv->g.layer_stride = 2 * kv->g.v_off;
-    kv->g.page_bytes = round_up((size_t)o.n_layers * kv->g.layer_stride, KV_ALIGN);
-    kv->g.max_pages_per_seq = (o.max_ctx + o.page_tokens - 1) / o.page_tokens;
+    kv->g = kv_geom(&o, esz);
 
     kv->pages_total = o.capacity_pages > 0 ? o.capacity_pages : (int64_t)(o.capacity_bytes / kv->g.page_bytes);
     if (kv->pages_total < 1) {
@@ -192,10 +229,15 @@ lam_status_t lam_kv_create(const lam_kv_opts_t *opts, lam_kv_t **out)
         lam_kv_destroy(kv);
         return st;
     }
-    lam_log_info("kv: %lld pages of %d tokens (%.1f KiB each, %.1f MiB in %d slabs, %s), %d sequences of up to %d "
+    char where[32];
+    if (o.page_pool)
+        snprintf(where, sizeof where, "an external pool");
+    else
+        snprintf(where, sizeof where, "%d slabs", kv->n_slabs);
+    lam_log_info("kv: %lld pages of %d tokens (%.1f KiB each, %.1f MiB in %s, %s), %d sequences of up to %d "
                  "tokens",
                  (long long)kv->pages_total, o.page_tokens, kv->g.page_bytes / 1024.0,
-                 (double)kv->pages_total * kv->g.page_bytes / 1048576.0, kv->n_slabs,
+                 (double)kv->pages_total * kv->g.page_bytes / 1048576.0, where,
                  lam_dtype_name((unsigned)o.dtype), o.max_seqs, o.max_ctx);
     *out = kv;
     return LAM_OK;
@@ -361,7 +403,7 @@ void lam_kv_write(lam_kv_t *kv, lam_kv_seq_t *s, int layer, int pos, int n, cons
     const size_t row = (size_t)hd * kv->esz, src_row = (size_t)hd * lam_dtype_size((unsigned)src_dtype);
     const size_t k_off = (size_t)layer * g->layer_stride, v_off = k_off + g->v_off;
     const uint8_t *ks = k, *vs = v;
-    assert(pos + n <= s->n_pages * P);
+    assert(pos + n <= s->n_pages * P && !kv->o.page_pool);
     for (int t = 0; t < n; t++) {
         uint8_t *page = s->pages[(pos + t) / P];
         size_t r = (size_t)((pos + t) % P) * row;
@@ -394,6 +436,7 @@ void lam_kv_read_row(const lam_kv_t *kv, const lam_kv_seq_t *s, int layer, int k
                      float *v_out)
 {
     const lam_kv_geom_t *g = &kv->g;
+    assert(!kv->o.page_pool);
     const uint8_t *page = s->pages[pos / g->page_tokens];
     size_t off = (size_t)layer * g->layer_stride + kv_head * g->head_stride +
                  (size_t)(pos % g->page_tokens) * kv->o.head_dim * kv->esz;

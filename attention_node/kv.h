@@ -54,6 +54,12 @@ typedef struct lam_kv_opts {
     int max_ctx;            /* longest sequence, in tokens */
     int max_seqs;           /* sequences held at once */
     size_t slab_bytes;      /* 0: 64 MiB; at least one page per slab */
+    /* NULL: host pages from a jemalloc arena, as above. Otherwise the
+     * pages are page_pool + i * page_bytes for i < capacity_pages (which
+     * must be set): memory that lam_kv never touches, such as a GPU's.
+     * lam_kv then only keeps the books; lam_kv_write, lam_kv_append and
+     * lam_kv_read_row must not be used. */
+    uint8_t *page_pool;
 } lam_kv_opts_t;
 
 /* Where a layer's blocks sit inside a page (bytes); see the layout above. */
@@ -70,6 +76,10 @@ typedef struct lam_kv_stats {
     int64_t pages_total, pages_used;
     int64_t seqs, max_seqs;
 } lam_kv_stats_t;
+
+/* The geometry lam_kv_create gives options o (page_tokens 0: the default),
+ * e.g. to size an external page pool; page_bytes is 0 if o is invalid. */
+lam_kv_geom_t lam_kv_geom_for(const lam_kv_opts_t *o);
 
 /* Checks the options, takes all memory. LAM_ERR_INVALID_ARG for bad
  * dimensions, LAM_ERR_CONFIG when the capacity holds no page, LAM_ERR_NO_MEMORY. */

@@ -2,10 +2,10 @@
  * callback below runs from lam_net_progress in lam_an_server_run. */
 #include "attention_node/server.h"
 
+#include "attention_node/exec.h"
 #include "attention_node/kv.h"
 #include "common/dtype.h"
 #include "common/log.h"
-#include "kernels/cpu/attn.h"
 #include "proto/auth.h"
 #include "proto/net.h"
 #include "proto/wire.h"
@@ -64,18 +64,16 @@ struct lam_an_server {
     char listen_addr[256];
     int kv_begin, n_kv, n_q, group;  /* this shard's heads */
     size_t max_msg, max_reply;
-    lam_kv_t *kv;
+    lam_an_exec_t *exec;             /* where the pages are, what runs attention (exec.h) */
+    lam_kv_t *kv;                    /* exec->kv: the books */
+    lam_status_t fatal;              /* the executor failed: stop serving */
     lam_net_t *net;
     uint32_t next_owner;
     an_conn_t *conns;
     int n_conns;
     int n_closing;                   /* connections waiting for close_at_ns */
 
-    /* scratch for one ATTN message, sized for max_batch_tokens */
-    int max_seq;                     /* sequences per message */
-    float *q32, *o32;                /* [max_batch_tokens][n_q][head_dim] */
-    int32_t *row, *pos;              /* [max_seq + 1] rows and positions of the sequences that run */
-    uint8_t *const **pages;          /* [max_seq] */
+    int max_seq;                     /* sequences per ATTN message */
     lam_wire_seq_t *res_seq;         /* [max_seq] reply table */
 
     lam_wire_stats_t stats;
@@ -379,8 +377,10 @@ static void on_attn(an_conn_t *k, const lam_msg_t *m)
     const size_t esz = lam_dtype_size(h->dtype);
     const size_t qrow = (size_t)s->n_q * s->cfg.head_dim, kvrow = (size_t)s->n_kv * s->cfg.head_dim;
     const int layer = h->layer;
-    int n_run = 0, run_rows = 0;
+    lam_an_exec_t *x = s->exec;
+    uint8_t *o = b->data + res.o;
     uint32_t r = 0;
+    x->i->begin(x, layer, h->dtype);
     for (int i = 0; i < h->n_seq; i++) {
         lam_wire_seq_t e;
         memcpy(&e, &m->u.attn.seq[i], sizeof e);
@@ -389,55 +389,34 @@ static void on_attn(an_conn_t *k, const lam_msg_t *m)
         if (st == LAM_OK)
             st = lam_kv_reserve(s->kv, q, layer, (int)e.pos, e.n_tok);
         if (st == LAM_OK) {
-            lam_kv_write(s->kv, q, layer, (int)e.pos, e.n_tok, m->u.attn.k + r * kvrow * esz,
-                         m->u.attn.v + r * kvrow * esz, h->dtype);
+            x->i->add(x, q, (int)e.pos, e.n_tok, m->u.attn.q + r * qrow * esz, m->u.attn.k + r * kvrow * esz,
+                      m->u.attn.v + r * kvrow * esz, o);
             lam_kv_commit(s->kv, q, layer, (int)e.pos, e.n_tok);
-            lam_convert(s->q32 + (size_t)run_rows * qrow, LAM_DT_F32, m->u.attn.q + r * qrow * esz, h->dtype,
-                        e.n_tok * qrow);
-            s->row[n_run] = run_rows;
-            s->pos[n_run] = (int32_t)e.pos;
-            s->pages[n_run] = lam_kv_seq_pages(q);
-            n_run++;
-            run_rows += e.n_tok;
         } else {
+            memset(o, 0, e.n_tok * qrow * esz);
             lam_log_debug("attention node: %s sequence %llu layer %d pos %u+%u: %s", k->peer,
                           (unsigned long long)e.seq_id, layer, e.pos, e.n_tok, lam_status_str(st));
         }
         e.status = (int16_t)st;
         s->res_seq[i] = e;
         r += e.n_tok;
+        o += e.n_tok * qrow * esz;
     }
-    s->row[n_run] = run_rows;
 
-    if (n_run) {
-        const lam_kv_geom_t *g = lam_kv_geom(s->kv);
-        lam_attn_args_t a = {
-            .n_seq = n_run, .row = s->row, .pos = s->pos, .pages = s->pages,
-            .k_off = (size_t)layer * g->layer_stride, .v_off = (size_t)layer * g->layer_stride + g->v_off,
-            .head_stride = g->head_stride, .page_tokens = g->page_tokens, .n_kv_heads = s->n_kv,
-            .group = s->group, .head_dim = s->cfg.head_dim, .kv_dtype = s->cfg.kv_dtype,
-            .scale = 1.0f / sqrtf((float)s->cfg.head_dim), .q = s->q32, .out = s->o32,
-        };
-        uint64_t t0 = now_ns();
-        lam_attn_paged(&a);
-        s->stats.attn_ns += now_ns() - t0;
+    uint64_t t0 = now_ns();
+    lam_status_t st = x->i->run(x);
+    s->stats.attn_ns += now_ns() - t0;
+    if (st != LAM_OK) {
+        /* the device failed (logged where it did): this node's cache can no
+         * longer be trusted; stop, so every peer sees the node go */
+        lam_log_error("attention node: the %s executor failed (%s); stopping", x->i->name, lam_status_str(st));
+        s->fatal = st;
+        return;
     }
     s->stats.attn_msgs++;
     s->stats.attn_tokens += h->n_tok;
 
     size_t len = lam_wire_put_attn(b->data, m->tag, 1, h, s->res_seq);
-    uint8_t *o = b->data + res.o;
-    const float *src = s->o32;
-    for (int i = 0; i < h->n_seq; i++) {
-        size_t n = s->res_seq[i].n_tok * qrow;
-        if (s->res_seq[i].status == LAM_OK) {
-            lam_convert(o, h->dtype, src, LAM_DT_F32, n);
-            src += n;
-        } else {
-            memset(o, 0, n * esz);
-        }
-        o += n * esz;
-    }
     send_buf(k, b, len);
 }
 
@@ -593,25 +572,23 @@ lam_status_t lam_an_server_create(const lam_an_config_t *cfg, lam_an_server_t **
     s->max_reply = max_sz(lam_wire_attn_layout(&mh, 1).total, lam_wire_error_size(LAM_WIRE_MAX_ERROR_TEXT));
     s->max_reply = max_sz(s->max_reply, sizeof(lam_wire_hdr_t) + sizeof(lam_wire_stats_t));
 
-    size_t rows = (size_t)cfg->max_batch_tokens * s->n_q * cfg->head_dim;
-    s->q32 = malloc(rows * sizeof *s->q32);
-    s->o32 = malloc(rows * sizeof *s->o32);
-    s->row = malloc(((size_t)s->max_seq + 1) * sizeof *s->row);
-    s->pos = malloc((size_t)s->max_seq * sizeof *s->pos);
-    s->pages = malloc((size_t)s->max_seq * sizeof *s->pages);
     s->res_seq = malloc((size_t)s->max_seq * sizeof *s->res_seq);
-    if (!s->q32 || !s->o32 || !s->row || !s->pos || !s->pages || !s->res_seq) {
+    if (!s->res_seq) {
         lam_an_server_destroy(s);
         return LAM_ERR_NO_MEMORY;
     }
 
-    lam_kv_opts_t ko = {.n_layers = cfg->n_layers, .n_kv_heads = s->n_kv, .head_dim = cfg->head_dim,
-                        .page_tokens = cfg->page_tokens, .dtype = cfg->kv_dtype,
-                        .capacity_bytes = cfg->kv_capacity, .max_ctx = cfg->max_ctx, .max_seqs = cfg->max_seqs};
-    if ((st = lam_kv_create(&ko, &s->kv))) {
+    lam_an_exec_opts_t xo = {
+        .kv = {.n_layers = cfg->n_layers, .n_kv_heads = s->n_kv, .head_dim = cfg->head_dim,
+               .page_tokens = cfg->page_tokens, .dtype = cfg->kv_dtype, .capacity_bytes = cfg->kv_capacity,
+               .max_ctx = cfg->max_ctx, .max_seqs = cfg->max_seqs},
+        .group = s->group, .max_tokens = cfg->max_batch_tokens, .max_seqs = s->max_seq, .device = cfg->cuda_device};
+    st = cfg->device == LAM_AN_DEVICE_CUDA ? lam_an_exec_cuda_create(&xo, &s->exec) : lam_an_exec_cpu_create(&xo, &s->exec);
+    if (st) {
         lam_an_server_destroy(s);
         return st;
     }
+    s->kv = s->exec->kv;
     lam_net_opts_t no = {.max_msg = max_sz(s->max_msg, s->max_reply),
                          .n_recv_bufs = cfg->recv_bufs ? cfg->recv_bufs : AN_DEFAULT_RECV_BUFS};
     lam_net_cbs_t cbs = {.on_accept = on_accept, .on_connect = on_connect, .on_msg = on_msg,
@@ -625,7 +602,7 @@ lam_status_t lam_an_server_create(const lam_an_config_t *cfg, lam_an_server_t **
     lam_log_info("attention node: shard %d/%d, KV heads [%d, %d), %d query heads, %d layers, head_dim %d, "
                  "max %d tokens per message (%zu bytes), attention kernel %s",
                  cfg->shard_index, cfg->shard_count, s->kv_begin, s->kv_begin + s->n_kv, s->n_q, cfg->n_layers,
-                 cfg->head_dim, cfg->max_batch_tokens, s->max_msg, lam_attn_isa());
+                 cfg->head_dim, cfg->max_batch_tokens, s->max_msg, s->exec->kernel);
     *out = s;
     return LAM_OK;
 }
@@ -638,21 +615,21 @@ lam_status_t lam_an_server_listen(lam_an_server_t *s, int *bound_port)
 lam_status_t lam_an_server_run(lam_an_server_t *s, volatile sig_atomic_t *stop)
 {
     uint64_t last = 0;
-    while (!*stop) {
+    while (!*stop && s->fatal == LAM_OK) {
         /* between the layers of a busy compute node the next message comes
          * within microseconds: poll for a while before paying an epoll
          * wake-up (tens of microseconds) */
         if (now_ns() - last > (uint64_t)s->cfg.spin_us * 1000u)
             lam_net_wait(s->net, s->n_closing ? 20 : 1000);
         bool any = false;
-        while (!*stop && lam_net_progress(s->net) > 0)
+        while (!*stop && s->fatal == LAM_OK && lam_net_progress(s->net) > 0)
             any = true;
         if (any)
             last = now_ns();
         if (s->n_closing)
             close_due(s);
     }
-    return LAM_OK;
+    return s->fatal;
 }
 
 void lam_an_server_destroy(lam_an_server_t *s)
@@ -661,12 +638,7 @@ void lam_an_server_destroy(lam_an_server_t *s)
         return;
     if (s->net)
         lam_net_destroy(s->net); /* on_close for every connection: releases and frees them */
-    lam_kv_destroy(s->kv);
-    free(s->q32);
-    free(s->o32);
-    free(s->row);
-    free(s->pos);
-    free(s->pages);
+    lam_an_exec_destroy(s->exec);
     free(s->res_seq);
     free(s);
 }

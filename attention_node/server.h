@@ -1,7 +1,7 @@
 /* The attention node's protocol server: one event-loop thread serving
  * compute nodes over lam_net (proto/net.h) with the messages of
  * proto/wire.h, keeping their KV in a lam_kv_t (kv.h) and running
- * lam_attn_paged (kernels/cpu/attn.h) on it.
+ * attention on it through an executor (exec.h: CPU or GPU).
  *
  * Per connection: HELLO (fingerprint, shard and KV dtype must match ours)
  * → HELLO_CHALLENGE (our proof) → HELLO_AUTH (theirs) → HELLO_OK; nothing
@@ -26,6 +26,12 @@
 
 #include "common/status.h"
 
+/* Where the KV pages live and attention runs (attention_node/exec.h). */
+typedef enum lam_an_device {
+    LAM_AN_DEVICE_CPU = 0,
+    LAM_AN_DEVICE_CUDA = 1,
+} lam_an_device_t;
+
 typedef struct lam_an_config {
     /* the model (whole, not this shard) */
     uint64_t fingerprint;
@@ -45,13 +51,16 @@ typedef struct lam_an_config {
     int send_bufs;                  /* reply buffers per connection; 0: 4 */
     int spin_us;                    /* keep polling this long after the last event before
                                        sleeping in epoll (wake-up latency vs idle CPU); 0: never */
+    int device;                     /* lam_an_device_t */
+    int cuda_device;                /* GPU index for LAM_AN_DEVICE_CUDA */
 } lam_an_config_t;
 
 typedef struct lam_an_server lam_an_server_t;
 
 /* Checks the configuration against itself and the wire limits
  * (LAM_ERR_CONFIG with a logged reason), takes the KV cache, scratch and
- * transport. */
+ * transport. With LAM_AN_DEVICE_CUDA: LAM_ERR_NO_DEVICE without a usable
+ * GPU, LAM_ERR_UNSUPPORTED in a build without CUDA (see exec.h). */
 lam_status_t lam_an_server_create(const lam_an_config_t *cfg, lam_an_server_t **out);
 
 /* Largest message this node accepts (HELLO_CHALLENGE.max_msg): an f32 ATTN
@@ -63,7 +72,8 @@ size_t lam_an_max_msg(const lam_an_config_t *cfg);
 /* Listens on cfg->listen_addr:cfg->port; *bound_port gets the port. */
 lam_status_t lam_an_server_listen(lam_an_server_t *s, int *bound_port);
 
-/* Serves until *stop becomes nonzero. */
+/* Serves until *stop becomes nonzero (LAM_OK), or until the attention
+ * executor fails (its status: the GPU is gone or broken). */
 lam_status_t lam_an_server_run(lam_an_server_t *s, volatile sig_atomic_t *stop);
 
 /* Closes every connection and frees everything. */
