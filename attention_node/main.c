@@ -43,10 +43,12 @@ typedef struct opts {
     int threads;              /* 0: all cores */
     int log_level;            /* lam_log_level_t */
     int spin_us;
+    int device;               /* index in g_devices */
 } opts_t;
 
 static const char *const g_dtypes[] = {"f16", "bf16", "f32", NULL};
 static const char *const g_levels[] = {"debug", "info", "warn", "error", "quiet", NULL};
+static const char *const g_devices[] = {"cpu", "cuda", NULL};
 
 /* "I/N" with 0 <= I < N <= 65535 */
 static bool parse_shard(const char *s, int *index, int *count)
@@ -112,6 +114,8 @@ static lam_cfg_opt_t g_opts[] = {
     {"log-level", 0, LAM_CFG_ENUM, OPT(log_level), "info", 0, 0, g_levels, NULL, "log verbosity on stderr", NULL},
     {"spin-us", 0, LAM_CFG_INT, OPT(spin_us), "0", 0, 1000000, NULL, NULL,
      "poll this long after the last message before sleeping\n(0 = always sleep; for dedicated cores)", NULL},
+    {"device", 0, LAM_CFG_ENUM, OPT(device), "cpu", 0, 0, g_devices, NULL,
+     "where the KV cache lives and attention runs: cpu (host memory)\nor cuda (GPU memory; CUDA_VISIBLE_DEVICES picks the GPU)", NULL},
 };
 
 static const lam_cfg_spec_t g_spec = {
@@ -179,6 +183,7 @@ static int serve(const opts_t *o)
         .max_ctx = o->max_ctx ? o->max_ctx : mc.max_ctx, .max_seqs = o->max_seqs,
         .max_batch_tokens = o->max_batch_tokens,
         .spin_us = o->spin_us,
+        .device = o->device == 1 ? LAM_AN_DEVICE_CUDA : LAM_AN_DEVICE_CPU,
         .token = token, .listen_addr = o->listen, .port = o->port,
     };
     lam_log_info("attention node: model %s (%s, fingerprint %016llx), KV %s, capacity %.1f MiB, context %d",
@@ -191,7 +196,8 @@ static int serve(const opts_t *o)
     setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
     if ((st = lam_an_server_create(&cfg, &s)) != LAM_OK) {
         fprintf(stderr, PROG ": cannot start: %s\n", lam_status_str(st));
-        return st == LAM_ERR_CONFIG ? 2 : 1;
+        /* no GPU, or a build without CUDA, for --device cuda: a configuration that cannot work */
+        return st == LAM_ERR_CONFIG || st == LAM_ERR_NO_DEVICE || st == LAM_ERR_UNSUPPORTED ? 2 : 1;
     }
     memset(token, 0, sizeof token);
 
