@@ -55,6 +55,11 @@ extern "C" lam_status_t lam_cuda_gemm(cublasHandle_t h, void *y, int y_dtype, co
     LAM_CU_ARG(lam_cu_aligned(x, 2) && lam_cu_aligned(W, 2) && lam_cu_aligned(y, lam_dtype_size((unsigned)y_dtype)) &&
                    lam_cu_aligned(bias, 4),
                "cuda gemm: misaligned pointer");
+    if (y_dtype != LAM_DT_F32 && y_dtype != ab_dtype) { /* cuBLAS has no f16 x f16 -> bf16 (or reverse) */
+        lam_log_error("cuda gemm: %s inputs give f32 or %s, not %s", lam_dtype_name((unsigned)ab_dtype),
+                      lam_dtype_name((unsigned)ab_dtype), lam_dtype_name((unsigned)y_dtype));
+        return LAM_ERR_UNSUPPORTED;
+    }
     if (bias && y_dtype != LAM_DT_F32) {
         lam_log_error("cuda gemm: a bias needs an f32 output (got %s)", lam_dtype_name((unsigned)y_dtype));
         return LAM_ERR_UNSUPPORTED;

@@ -219,7 +219,8 @@ void lam_cuda_blas_destroy(cublasHandle_t h);
 
 /* y[n][out] = x[n][in] . W[out][in]^T  (+ bias[out])  (+ beta * y)
  *   x, W   ab_dtype (f16 or bf16), row-major, contiguous
- *   y      y_dtype (f32, f16, bf16), row-major [n][out], contiguous
+ *   y      y_dtype: f32 or ab_dtype (else LAM_ERR_UNSUPPORTED), row-major
+ *          [n][out], contiguous
  *   bias   f32 [out] or NULL; only with y_dtype f32 (else LAM_ERR_UNSUPPORTED);
  *          added after the product, in f32
  *   beta   0 overwrites y; 1 accumulates (a residual add for free)

@@ -116,6 +116,7 @@ static void test_data_ops(void)
     CU_ASSERT(lam_cuda_gemm(h, P, LAM_DT_F32, P, P, LAM_DT_F16, NULL, -1, 8, 8, 0.0f, st) == INV);
     CU_ASSERT(lam_cuda_gemm(h, P, LAM_DT_F32, P, P, LAM_DT_F16, NULL, 1, 8, 8, NAN, st) == INV);
     CU_ASSERT(lam_cuda_gemm(h, P, LAM_DT_F16, P, P, LAM_DT_F16, PF, 1, 8, 8, 0.0f, st) == LAM_ERR_UNSUPPORTED);
+    CU_ASSERT(lam_cuda_gemm(h, P, LAM_DT_BF16, P, P, LAM_DT_F16, NULL, 1, 8, 8, 0.0f, st) == LAM_ERR_UNSUPPORTED);
     CU_ASSERT(lam_cuda_gemm(h, P, LAM_DT_F32, P, P, LAM_DT_BF16, PF, 0, 8, 8, 1.0f, st) == LAM_OK);
 }
 
