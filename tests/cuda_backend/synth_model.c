@@ -13,6 +13,8 @@
 
 const synth_shape_t synth_smollm2 = {.n_layers = 30, .dim = 576, .n_heads = 9, .n_kv_heads = 3, .ffn_dim = 1536,
                                      .vocab = 49152, .ctx = 8192, .rope_theta = 100000.0f};
+const synth_shape_t synth_llama3_8b = {.n_layers = 32, .dim = 4096, .n_heads = 32, .n_kv_heads = 8, .ffn_dim = 14336,
+                                       .vocab = 128256, .ctx = 32768, .rope_theta = 500000.0f, .config_only = true};
 
 typedef struct tensor {
     char name[64];
@@ -48,6 +50,17 @@ static void fill_q4_1(uint8_t *p, int64_t n_blocks, float scale, uint64_t *rng)
     }
 }
 
+static void add(tensor_t *t, int *k, const char *name, int64_t ne0, int64_t ne1, uint32_t type, float scale)
+{
+    tensor_t *x = &t[(*k)++];
+    snprintf(x->name, sizeof x->name, "%s", name);
+    x->ne0 = ne0;
+    x->ne1 = ne1;
+    x->n_dims = ne1 > 1 ? 2 : 1;
+    x->type = type;
+    x->scale = scale;
+}
+
 int synth_model_write(const char *path, const synth_shape_t *s, uint64_t seed)
 {
     const int hd = s->dim / s->n_heads, q_dim = s->n_heads * hd, kv_dim = s->n_kv_heads * hd;
@@ -55,36 +68,38 @@ int synth_model_write(const char *path, const synth_shape_t *s, uint64_t seed)
         printf("synthetic model: shape not representable in Q4_1\n");
         return -1;
     }
-    int n_t = 2 + 9 * s->n_layers;
+    int n_t = s->config_only ? 1 : 2 + 9 * s->n_layers;
     tensor_t *t = calloc((size_t)n_t, sizeof *t);
     if (!t)
         return -1;
     int k = 0;
-#define T2(nm, a, b, sc) t[k++] = (tensor_t){.ne0 = (a), .ne1 = (b), .n_dims = 2, .type = LAM_GGML_Q4_1, .scale = (sc)}; \
-    snprintf(t[k - 1].name, sizeof t[k - 1].name, "%s", nm);
-#define T1(nm, a) t[k++] = (tensor_t){.ne0 = (a), .ne1 = 1, .n_dims = 1, .type = LAM_GGML_F32, .scale = 0.1f}; \
-    snprintf(t[k - 1].name, sizeof t[k - 1].name, "%s", nm);
     char n[64];
-    T2("token_embd.weight", s->dim, s->vocab, 1.0f)
-    T1("output_norm.weight", s->dim)
-    for (int l = 0; l < s->n_layers; l++) {
-        float in_d = sqrtf(3.0f / (float)s->dim);
-        snprintf(n, sizeof n, "blk.%d.attn_norm.weight", l); T1(n, s->dim)
-        snprintf(n, sizeof n, "blk.%d.attn_q.weight", l); T2(n, s->dim, q_dim, in_d)
-        snprintf(n, sizeof n, "blk.%d.attn_k.weight", l); T2(n, s->dim, kv_dim, in_d)
-        snprintf(n, sizeof n, "blk.%d.attn_v.weight", l); T2(n, s->dim, kv_dim, in_d)
-        snprintf(n, sizeof n, "blk.%d.attn_output.weight", l); T2(n, q_dim, s->dim, sqrtf(3.0f / (float)q_dim))
-        snprintf(n, sizeof n, "blk.%d.ffn_norm.weight", l); T1(n, s->dim)
-        snprintf(n, sizeof n, "blk.%d.ffn_gate.weight", l); T2(n, s->dim, s->ffn_dim, in_d)
-        snprintf(n, sizeof n, "blk.%d.ffn_up.weight", l); T2(n, s->dim, s->ffn_dim, in_d)
-        snprintf(n, sizeof n, "blk.%d.ffn_down.weight", l); T2(n, s->ffn_dim, s->dim, sqrtf(3.0f / (float)s->ffn_dim))
+    add(t, &k, "token_embd.weight", s->dim, s->vocab, s->config_only ? LAM_GGML_F16 : LAM_GGML_Q4_1, 1.0f);
+    if (!s->config_only)
+        add(t, &k, "output_norm.weight", s->dim, 1, LAM_GGML_F32, 0.1f);
+    for (int l = 0; l < s->n_layers && !s->config_only; l++) {
+        const float in_d = sqrtf(3.0f / (float)s->dim);
+        static const struct { const char *suffix; int kind; } rows[] = {
+            {"attn_norm", 0}, {"attn_q", 1}, {"attn_k", 2}, {"attn_v", 2}, {"attn_output", 3},
+            {"ffn_norm", 0}, {"ffn_gate", 4}, {"ffn_up", 4}, {"ffn_down", 5}};
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            snprintf(n, sizeof n, "blk.%d.%s.weight", l, rows[r].suffix);
+            switch (rows[r].kind) {
+            case 0: add(t, &k, n, s->dim, 1, LAM_GGML_F32, 0.1f); break;
+            case 1: add(t, &k, n, s->dim, q_dim, LAM_GGML_Q4_1, in_d); break;
+            case 2: add(t, &k, n, s->dim, kv_dim, LAM_GGML_Q4_1, in_d); break;
+            case 3: add(t, &k, n, q_dim, s->dim, LAM_GGML_Q4_1, sqrtf(3.0f / (float)q_dim)); break;
+            case 4: add(t, &k, n, s->dim, s->ffn_dim, LAM_GGML_Q4_1, in_d); break;
+            default: add(t, &k, n, s->ffn_dim, s->dim, LAM_GGML_Q4_1, sqrtf(3.0f / (float)s->ffn_dim)); break;
+            }
+        }
     }
-#undef T1
-#undef T2
     uint64_t off = 0;
     for (int i = 0; i < n_t; i++) {
         t[i].offset = off;
-        t[i].bytes = t[i].type == LAM_GGML_F32 ? (uint64_t)t[i].ne0 * 4 : (uint64_t)(t[i].ne0 * t[i].ne1 / 32) * 20;
+        t[i].bytes = t[i].type == LAM_GGML_F32   ? (uint64_t)t[i].ne0 * 4
+                     : t[i].type == LAM_GGML_F16 ? (uint64_t)(t[i].ne0 * t[i].ne1) * 2
+                                                 : (uint64_t)(t[i].ne0 * t[i].ne1 / 32) * 20;
         off += (t[i].bytes + 31) / 32 * 32;
     }
     gb_t b = {0};
@@ -109,6 +124,17 @@ int synth_model_write(const char *path, const synth_shape_t *s, uint64_t seed)
     }
     gb_pad(&b, 32);
     size_t data0 = b.len;
+    if (s->config_only) {
+        free(t);
+        FILE *f = fopen(path, "wb");
+        int rc = f && fwrite(b.buf, 1, b.len, f) == b.len && ftruncate(fileno(f), (off_t)(data0 + off)) == 0 ? 0 : -1;
+        if (f && fclose(f) != 0)
+            rc = -1;
+        if (rc)
+            printf("synthetic model: cannot write %s\n", path);
+        gb_free(&b);
+        return rc;
+    }
     uint8_t zero[32] = {0};
     for (size_t need = data0 + off; b.len < need;) /* reserve the data section */
         gb_bytes(&b, zero, need - b.len < sizeof zero ? need - b.len : sizeof zero);

@@ -15,10 +15,14 @@
 typedef struct synth_shape {
     int n_layers, dim, n_heads, n_kv_heads, ffn_dim, vocab, ctx;
     float rope_theta;
+    /* only the configuration and token_embd.weight's descriptor (its data
+     * a hole in a sparse file): enough for attention nodes and for random
+     * device weights of this shape, not for lam_model_load */
+    bool config_only;
 } synth_shape_t;
 
-/* SmolLM2-135M-Instruct's shape. */
-extern const synth_shape_t synth_smollm2;
+/* SmolLM2-135M-Instruct's shape; LLaMA-3-8B's (config only, context 32768). */
+extern const synth_shape_t synth_smollm2, synth_llama3_8b;
 
 /* Writes the model to path; returns 0, or -1 with a message on stdout. */
 int synth_model_write(const char *path, const synth_shape_t *s, uint64_t seed);

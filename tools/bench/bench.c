@@ -244,6 +244,11 @@ static void usage(FILE *f)
                "  offload      end-to-end decode tokens/s, offloaded vs the reference engine\n"
                "  serve        HTTP streaming clients: tokens/s, TTFT, TPOT; tokens/s over the\n"
                "               in-process scheduler on the same work\n"
+               "  gpu-attention  CUDA paged attention K+V bytes/s over the device copy bandwidth\n"
+               "  gpu-dense    CUDA dense step: batch 1 weight bytes/s over copy bandwidth, batch 256\n"
+               "               TFLOP/s over a cuBLAS GEMM (the model and a random LLaMA-3-8B shape)\n"
+               "  gpu-e2e      decode tokens/s: GPU compute + CPU attention node vs monolithic GPU\n"
+               "               (GPU modes exit 3 without a usable GPU or CUDA)\n"
                "options:\n"
                "  -m, --model PATH   GGUF model (default: the shipped SmolLM2 in ~/.cache/lamina)\n"
                "  -t, --threads N    threads for both engines (default: all cores)\n"
@@ -251,18 +256,23 @@ static void usage(FILE *f)
                "      --quick        fewer sizes and repetitions (a smoke run)\n"
                "      --json FILE    also write the results as JSON\n"
                "  serve: --clients N (16), --gen N tokens per request (64),\n"
-               "         --server HOST:PORT (an existing server; default: start one)\n");
+               "         --server HOST:PORT (an existing server; default: start one)\n"
+               "  gpu-e2e: --ctx LIST (4096,8192,16384,32768), --batch N sequences (4),\n"
+               "         --random-weights (random device weights of the model's shape)\n");
 }
 
 int main(int argc, char **argv)
 {
-    enum { O_NOPEER = 256, O_JSON, O_QUICK, O_CLIENTS, O_GEN, O_SERVER };
+    enum { O_NOPEER = 256, O_JSON, O_QUICK, O_CLIENTS, O_GEN, O_SERVER, O_CTX, O_BATCH, O_RANDOM };
     static const struct option lopts[] = {{"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
                                           {"no-peer", no_argument, 0, O_NOPEER}, {"json", required_argument, 0, O_JSON},
                                           {"quick", no_argument, 0, O_QUICK},
                                           {"clients", required_argument, 0, O_CLIENTS},
                                           {"gen", required_argument, 0, O_GEN},
                                           {"server", required_argument, 0, O_SERVER},
+                                          {"ctx", required_argument, 0, O_CTX},
+                                          {"batch", required_argument, 0, O_BATCH},
+                                          {"random-weights", no_argument, 0, O_RANDOM},
                                           {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bench_opts_t o = {.peer = true, .threads = omp_get_num_procs(), .clients = 16, .gen = 64};
     lam_model_default_path(o.model, sizeof o.model);
@@ -291,6 +301,7 @@ int main(int argc, char **argv)
         case O_JSON: o.json = optarg; break;
         case O_QUICK: o.quick = true; break;
         case O_CLIENTS:
+        case O_BATCH:
         case O_GEN: {
             char *end;
             long v = strtol(optarg, &end, 10);
@@ -298,17 +309,20 @@ int main(int argc, char **argv)
                 fprintf(stderr, "lamina-bench: invalid count '%s'\n", optarg);
                 return 2;
             }
-            *(c == O_CLIENTS ? &o.clients : &o.gen) = (int)v;
+            *(c == O_CLIENTS ? &o.clients : c == O_BATCH ? &o.batch : &o.gen) = (int)v;
             break;
         }
         case O_SERVER: o.server = optarg; break;
+        case O_CTX: o.ctx_list = optarg; break;
+        case O_RANDOM: o.random_weights = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     /* offload modes: see lamina-compute-node (libgomp spinning starves the
      * comm thread and the local attention nodes) */
-    if (!strcmp(mode, "exchange") || !strcmp(mode, "pipeline") || !strcmp(mode, "offload") || !strcmp(mode, "serve"))
+    if (!strcmp(mode, "exchange") || !strcmp(mode, "pipeline") || !strcmp(mode, "offload") || !strcmp(mode, "serve") ||
+        !strcmp(mode, "gpu-e2e"))
         lam_proc_reexec_with_env("GOMP_SPINCOUNT", "10000", argv);
     omp_set_num_threads(o.threads);
     static const struct {
@@ -316,7 +330,8 @@ int main(int argc, char **argv)
         int (*run)(const bench_opts_t *);
     } modes[] = {{"reference", bench_reference}, {"memory", bench_memory}, {"exchange", bench_exchange},
                  {"pipeline", bench_pipeline}, {"offload", bench_offload}, {"attention", bench_attention},
-                 {"serve", bench_serve}};
+                 {"serve", bench_serve}, {"gpu-attention", bench_gpu_attention}, {"gpu-dense", bench_gpu_dense},
+                 {"gpu-e2e", bench_gpu_e2e}};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
         if (!strcmp(mode, modes[i].name))
             return modes[i].run(&o);

@@ -19,6 +19,9 @@ typedef struct bench_opts {
     int clients;      /* serve: concurrent streaming clients */
     int gen;          /* serve: tokens per request */
     const char *server; /* serve: an existing server's host:port (NULL: start one) */
+    const char *ctx_list; /* gpu-e2e: contexts, comma-separated (NULL: the default list) */
+    int batch;          /* gpu-e2e: sequences (0: 4) */
+    bool random_weights; /* gpu-e2e: random device weights of the model's shape */
 } bench_opts_t;
 
 /* Opens and loads the model; logs why on failure and returns nonzero. */
@@ -45,5 +48,10 @@ int bench_offload(const bench_opts_t *o);
 
 /* The HTTP service under concurrent streaming clients (bench_serve.c). */
 int bench_serve(const bench_opts_t *o);
+
+/* GPU modes (bench_gpu.c, bench_gpu_e2e.c): exit status 3 without a GPU. */
+int bench_gpu_attention(const bench_opts_t *o);
+int bench_gpu_dense(const bench_opts_t *o);
+int bench_gpu_e2e(const bench_opts_t *o);
 
 #endif
