@@ -303,8 +303,9 @@ lam_status_t lam_cuda_attn_plan(const lam_cuda_attn_args_t *a, size_t ws_bytes, 
 /* out = softmax(scale * q . K^T, causal) . V per query row and head, f32
  * arithmetic with an online softmax. Flash-decoding: the keys of each
  * sequence are cut into n_splits ranges, one block per (sequence, KV head,
- * block of query rows, key range) holding all `group` query heads of its KV
- * head (each K/V row is read once per group); when n_splits > 1 the blocks
+ * block of query rows, key range) holding the `group` query heads of its KV
+ * head, so each K/V row is read once per group (groups above 8 are cut into
+ * chunks of 8 heads, one read per chunk); when n_splits > 1 the blocks
  * write partial (max, sum, acc) to the workspace and a second kernel merges
  * them with log-sum-exp weights. ws may be NULL (ws_bytes 0): no splits.
  * min_splits > 0 forces at least that many splits when the workspace
