@@ -376,6 +376,8 @@ static bool valid_name(const char *s)
 static lam_status_t check_table(const lam_cfg_spec_t *spec, char *err, size_t err_len)
 {
     const char *prog = spec->prog ? spec->prog : "?";
+    if (!spec->prog)
+        return fail(err, err_len, "option table: no program name");
     if (spec->n_opts < 0 || (spec->n_opts && !spec->opts))
         return fail(err, err_len, "option table of %s: no options array", prog);
     for (int i = 0; i < spec->n_opts; i++) {

@@ -475,6 +475,11 @@ static void test_bad_tables(void)
             printf("\n  table %zu: status %d, '%s'\n", i, st, g_err);
         CU_ASSERT(ok);
     }
+    lam_cfg_spec_t nameless = {NULL, NULL, NULL, tcfg_opts, tcfg_spec.n_opts};
+    tcfg_t c;
+    memset(&c, 0, sizeof c);
+    CU_ASSERT(lam_cfg_set_defaults(&nameless, &c, g_err, sizeof g_err) == LAM_ERR_CONFIG);
+    CU_ASSERT(strstr(g_err, "no program name") != NULL);
 }
 
 /* Random bytes as a config file: OK or LAM_ERR_CONFIG, never a crash
