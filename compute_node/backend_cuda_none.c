@@ -93,3 +93,9 @@ const lam_model_config_t *lam_mono_cuda_config(const lam_mono_cuda_t *e)
     (void)e;
     return NULL;
 }
+
+void lam_mono_cuda_gen_engine(lam_mono_cuda_t *e, lam_gen_engine_t *out)
+{
+    (void)e;
+    *out = (lam_gen_engine_t){0};
+}

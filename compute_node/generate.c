@@ -46,12 +46,29 @@ static void take_samples(gen_state_t *g, lam_gen_seq_t *seqs, int rows, int voca
     }
 }
 
+static lam_status_t ref_forward(void *e, const lam_batch_t *b, float *logits)
+{
+    return lam_engine_forward(e, b, logits);
+}
+static void ref_slot_reset(void *e, int slot) { lam_engine_slot_reset(e, slot); }
+static void ref_limits(const void *e, int *n_slots, int *max_ctx, int *max_batch_tokens)
+{
+    lam_engine_limits(e, n_slots, max_ctx, max_batch_tokens);
+}
+
 lam_status_t lam_generate_batch(lam_engine_t *e, lam_gen_seq_t *seqs, int n, const lam_gen_hooks_t *h,
                                 lam_gen_stats_t *stats)
 {
-    const lam_model_config_t *c = lam_engine_config(e);
+    lam_gen_engine_t eng = {e, lam_engine_config(e), ref_forward, ref_slot_reset, ref_limits};
+    return lam_generate_batch_on(&eng, seqs, n, h, stats);
+}
+
+lam_status_t lam_generate_batch_on(const lam_gen_engine_t *eng, lam_gen_seq_t *seqs, int n,
+                                   const lam_gen_hooks_t *h, lam_gen_stats_t *stats)
+{
+    const lam_model_config_t *c = eng->cfg;
     int T = 0, ctx = 0, n_slots = 0;
-    lam_engine_limits(e, &n_slots, &ctx, &T);
+    eng->limits(eng->e, &n_slots, &ctx, &T);
     if (n < 1 || n > n_slots) {
         lam_log_error("generate: %d sequences for %d slots", n, n_slots);
         return LAM_ERR_INVALID_ARG;
@@ -78,7 +95,7 @@ lam_status_t lam_generate_batch(lam_engine_t *e, lam_gen_seq_t *seqs, int n, con
         st = LAM_ERR_NO_MEMORY;
     for (int i = 0; i < n && st == LAM_OK; i++) {
         st = lam_sampler_init(&g.samplers[i], &seqs[i].sp, c->vocab);
-        lam_engine_slot_reset(e, i);
+        eng->slot_reset(eng->e, i);
         seqs[i].n_out = 0;
         g.live[i] = seqs[i].max_new > 0;
     }
@@ -106,7 +123,7 @@ lam_status_t lam_generate_batch(lam_engine_t *e, lam_gen_seq_t *seqs, int n, con
             }
         }
         lam_batch_t b = {rows, g.tok, g.pos, g.slot, g.want};
-        st = lam_engine_forward(e, &b, g.logits);
+        st = eng->forward(eng->e, &b, g.logits);
         if (st == LAM_OK)
             take_samples(&g, seqs, rows, c->vocab, h);
         s0.prefill_tokens += rows;
@@ -128,7 +145,7 @@ lam_status_t lam_generate_batch(lam_engine_t *e, lam_gen_seq_t *seqs, int n, con
         if (rows == 0)
             break;
         lam_batch_t b = {rows, g.tok, g.pos, g.slot, g.want};
-        st = lam_engine_forward(e, &b, g.logits);
+        st = eng->forward(eng->e, &b, g.logits);
         if (st == LAM_OK)
             take_samples(&g, seqs, rows, c->vocab, h);
         s0.decode_tokens += rows;

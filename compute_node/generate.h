@@ -35,5 +35,19 @@ typedef struct lam_gen_stats {
 lam_status_t lam_generate_batch(lam_engine_t *e, lam_gen_seq_t *seqs, int n, const lam_gen_hooks_t *hooks,
                                 lam_gen_stats_t *stats);
 
+/* What the loop drives: the reference engine above, or another engine with
+ * its contract (slots, lam_batch_t, logits of the flagged rows), such as
+ * the monolithic GPU mode (mono_cuda.h). */
+typedef struct lam_gen_engine {
+    void *e;
+    const lam_model_config_t *cfg;
+    lam_status_t (*forward)(void *e, const lam_batch_t *b, float *logits);
+    void (*slot_reset)(void *e, int slot);
+    void (*limits)(const void *e, int *n_slots, int *max_ctx, int *max_batch_tokens);
+} lam_gen_engine_t;
+
+lam_status_t lam_generate_batch_on(const lam_gen_engine_t *eng, lam_gen_seq_t *seqs, int n,
+                                   const lam_gen_hooks_t *hooks, lam_gen_stats_t *stats);
+
 
 #endif

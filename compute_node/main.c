@@ -13,8 +13,10 @@
 #include "common/proc.h"
 #include "common/model.h"
 #include "common/tokenizer.h"
+#include "compute_node/backend_cuda.h"
 #include "compute_node/engine.h"
 #include "compute_node/generate.h"
+#include "compute_node/mono_cuda.h"
 #include "compute_node/sched.h"
 #include "compute_node/serve_run.h"
 #include "proto/auth.h"
@@ -42,11 +44,14 @@ typedef struct opts {
     char *http_listen, *api_key_file, *model_name;
     int http_port, max_seqs, max_queue, drain_timeout;
     size_t max_body;
+    int device;                 /* index in DEVICES */
 } opts_t;
 
 static const char *const DTYPES[] = {"f32", "f16", "bf16", NULL};           /* lam_dtype_t order */
 static const char *const WIRE_DTYPES[] = {"f32", "f16", "bf16", "auto", NULL};
 #define WIRE_AUTO 3
+static const char *const DEVICES[] = {"cpu", "cuda", NULL};
+#define DEVICE_CUDA 1
 
 static bool check_seed(const char *text, void *field, char *why, size_t why_len)
 {
@@ -121,6 +126,9 @@ static const lam_cfg_opt_t OPTIONS[] = {
     OPT("system", 0, LAM_CFG_STRING, system, NULL, 0, 0, "TEXT", "one-shot: system message for the chat template"),
     OPT("local-attention", 0, LAM_CFG_BOOL, local_attention, NULL, 0, 0, NULL,
         "one-shot: run attention in this process (reference engine)"),
+    {"device", 0, LAM_CFG_ENUM, offsetof(opts_t, device), "cpu", 0, 0, DEVICES, NULL,
+     "where the dense layers run: cpu, or cuda (weights on the GPU; CUDA_VISIBLE_DEVICES\n"
+     "picks it); with --local-attention, cuda runs the whole model on the GPU (monolithic)", NULL},
     /* new rows go here */
 };
 
@@ -232,8 +240,8 @@ static void rr_done(void *ud, int req, lam_status_t st)
 }
 
 /* Generates with attention on the attention nodes. */
-static int run_remote(const opts_t *o, const lam_sampler_params_t *sp, const lam_model_t *m, const lam_tok_t *tok,
-                      const int32_t *ids, int n_ids)
+static int run_remote(const opts_t *o, const lam_sampler_params_t *sp, const lam_gguf_t *g, const lam_model_t *m,
+                      const lam_tok_t *tok, const int32_t *ids, int n_ids)
 {
     char token[512], why[256];
     lam_remote_addr_t addrs[64];
@@ -258,7 +266,10 @@ static int run_remote(const opts_t *o, const lam_sampler_params_t *sp, const lam
                            .max_ctx = o->ctx, .queue_timeout_s = o->connect_timeout_ms / 1000.0};
     remote_run_t run = {{tok}, LAM_ERR_TIMEOUT, 0};
     lam_sched_hooks_t hooks = {rr_token, rr_done, rr_eog, &run};
-    if (lam_backend_cpu_create(m, false, &be) != LAM_OK || lam_remote_create(&ro, &r) != LAM_OK)
+    lam_backend_cuda_opts_t bo = {.gguf = g};
+    lam_status_t bst = o->device == DEVICE_CUDA ? lam_backend_cuda_create(m, &bo, &be)
+                                                : lam_backend_cpu_create(m, false, &be);
+    if (bst != LAM_OK || lam_remote_create(&ro, &r) != LAM_OK)
         goto done;
     if (lam_remote_wait_ready(r, o->connect_timeout_ms) != LAM_OK)
         goto done;
@@ -317,7 +328,7 @@ static int serve(const opts_t *o, const char *api_key, const lam_gguf_t *g, cons
                          .defaults = {.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p},
                          .http_listen = o->http_listen, .http_port = o->http_port, .api_key = api_key,
                          .model_name = name ? name : "model", .max_body = o->max_body,
-                         .drain_timeout_s = o->drain_timeout};
+                         .drain_timeout_s = o->drain_timeout, .gguf = g, .cuda = o->device == DEVICE_CUDA};
     int rc = lam_serve_run(&c, m, tok);
     free(name);
     return rc;
@@ -336,6 +347,16 @@ int main(int argc, char **argv)
         lam_cfg_free(&SPEC, &o);
         return help ? 0 : 2;
     }
+    if (o.device == DEVICE_CUDA) { /* refused before anything is loaded */
+        char why[256];
+        if (lam_backend_cuda_probe(0, why, sizeof why) != LAM_OK) {
+            const char *what = strcmp(why, "built without CUDA") ? "no usable CUDA device: " : "";
+            fprintf(stderr, PROG ": --device cuda: %s%s\n", what, why);
+            free(api_key);
+            lam_cfg_free(&SPEC, &o);
+            return 2;
+        }
+    }
     /* libgomp's idle workers spin for ~0.3 s after each parallel region by
      * default, starving the thread that talks to the attention nodes (and
      * local attention nodes) between layers: 30x fewer spins measured 2x
@@ -352,6 +373,7 @@ int main(int argc, char **argv)
     lam_model_t *m = NULL;
     lam_tok_t *tok = NULL;
     lam_engine_t *e = NULL;
+    lam_mono_cuda_t *mono = NULL;
     char *text = NULL;
     int32_t *ids = NULL, *out = NULL;
     size_t n_ids = 0;
@@ -393,12 +415,19 @@ int main(int argc, char **argv)
         goto done;
     }
     if (o.attention) {
-        rc = run_remote(&o, &sp, m, tok, ids, (int)n_ids);
+        rc = run_remote(&o, &sp, g, m, tok, ids, (int)n_ids);
         goto done;
     }
     lam_engine_opts_t eo = {.n_slots = 1, .max_ctx = o.ctx, .max_batch_tokens = o.batch};
-    if (lam_engine_create(m, &eo, &e) != LAM_OK)
+    /* --device cuda: the whole model on the GPU, KV cache included */
+    lam_mono_cuda_opts_t mo = {.be = {.gguf = g}, .n_slots = 1, .max_ctx = o.ctx, .max_batch_tokens = o.batch,
+                               .kv_dtype = o.kv_dtype};
+    lam_gen_engine_t eng = {0};
+    lam_status_t est = o.device == DEVICE_CUDA ? lam_mono_cuda_create(m, &mo, &mono) : lam_engine_create(m, &eo, &e);
+    if (est != LAM_OK)
         goto done;
+    if (mono)
+        lam_mono_cuda_gen_engine(mono, &eng);
     out = malloc(((size_t)o.max_new + 1) * sizeof *out);
     if (!out)
         goto done;
@@ -406,7 +435,8 @@ int main(int argc, char **argv)
     stream_t s = {tok};
     lam_gen_hooks_t hooks = {on_eog, on_token, &s};
     lam_gen_stats_t st;
-    if (lam_generate_batch(e, &seq, 1, &hooks, &st) != LAM_OK)
+    if ((mono ? lam_generate_batch_on(&eng, &seq, 1, &hooks, &st) : lam_generate_batch(e, &seq, 1, &hooks, &st)) !=
+        LAM_OK)
         goto done;
     printf("\n");
     fflush(stdout);
@@ -419,6 +449,7 @@ done:
     free(ids);
     free(text);
     lam_engine_free(e);
+    lam_mono_cuda_destroy(mono);
     lam_tok_free(tok);
     lam_model_free(m);
     lam_gguf_close(g);

@@ -190,6 +190,21 @@ void lam_mono_cuda_limits(const lam_mono_cuda_t *e, int *n_slots, int *max_ctx, 
     *max_batch_tokens = e->o.max_batch_tokens;
 }
 
+static lam_status_t gen_forward(void *e, const lam_batch_t *b, float *logits)
+{
+    return lam_mono_cuda_forward(e, b, logits);
+}
+static void gen_slot_reset(void *e, int slot) { lam_mono_cuda_slot_reset(e, slot); }
+static void gen_limits(const void *e, int *n_slots, int *max_ctx, int *max_batch_tokens)
+{
+    lam_mono_cuda_limits(e, n_slots, max_ctx, max_batch_tokens);
+}
+
+void lam_mono_cuda_gen_engine(lam_mono_cuda_t *e, lam_gen_engine_t *out)
+{
+    *out = (lam_gen_engine_t){e, &e->c->cfg, gen_forward, gen_slot_reset, gen_limits};
+}
+
 /* As the reference engine's check: nothing changes on error. */
 static lam_status_t check_batch(lam_mono_cuda_t *e, const lam_batch_t *b)
 {

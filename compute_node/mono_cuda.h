@@ -14,6 +14,7 @@
 
 #include "compute_node/backend_cuda.h"
 #include "compute_node/engine.h"
+#include "compute_node/generate.h"
 
 typedef struct lam_mono_cuda_opts {
     lam_backend_cuda_opts_t be;
@@ -42,5 +43,8 @@ void lam_mono_cuda_slot_reset(lam_mono_cuda_t *e, int slot);
 int lam_mono_cuda_slot_len(const lam_mono_cuda_t *e, int slot);
 void lam_mono_cuda_limits(const lam_mono_cuda_t *e, int *n_slots, int *max_ctx, int *max_batch_tokens);
 const lam_model_config_t *lam_mono_cuda_config(const lam_mono_cuda_t *e);
+
+/* e as an engine for lam_generate_batch_on. */
+void lam_mono_cuda_gen_engine(lam_mono_cuda_t *e, lam_gen_engine_t *out);
 
 #endif

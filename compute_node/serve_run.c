@@ -2,6 +2,7 @@
 #include "common/log.h"
 #include "common/notify.h"
 #include "compute_node/backend.h"
+#include "compute_node/backend_cuda.h"
 #include "compute_node/http.h"
 #include "compute_node/pipeline.h"
 #include "compute_node/remote.h"
@@ -89,7 +90,8 @@ int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_
     lam_pipe_opts_t po = {.max_tokens = c->batch, .max_seqs = c->max_seqs};
     lam_serve_opts_t so = {.max_seqs = c->max_seqs, .max_queue = c->max_queue, .chunk = c->batch,
                            .max_step_tokens = c->batch, .max_ctx = c->ctx};
-    if (lam_backend_cpu_create(m, false, &be) != LAM_OK)
+    lam_backend_cuda_opts_t bo = {.gguf = c->gguf};
+    if ((c->cuda ? lam_backend_cuda_create(m, &bo, &be) : lam_backend_cpu_create(m, false, &be)) != LAM_OK)
         goto done;
     if (lam_remote_create(&ro, &r) != LAM_OK) {
         rc = 2;

@@ -4,8 +4,10 @@
 #ifndef LAM_SERVE_RUN_H
 #define LAM_SERVE_RUN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
+#include "common/gguf.h"
 #include "common/model.h"
 #include "common/tokenizer.h"
 #include "compute_node/sampler.h"
@@ -28,6 +30,9 @@ typedef struct lam_serve_cfg {
     const char *model_name;
     size_t max_body;
     int drain_timeout_s;
+    /* the compute backend */
+    bool cuda;                    /* CUDA (backend_cuda.h) instead of the CPU */
+    const lam_gguf_t *gguf;       /* the model's file, for the CUDA backend's uploads (may be NULL) */
 } lam_serve_cfg_t;
 
 /* Serves until a termination signal; returns the exit status (0 after a

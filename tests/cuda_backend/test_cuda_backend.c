@@ -128,7 +128,8 @@ typedef struct hcache {
 static void host_attention(const lam_model_config_t *c, const hcache_t *hc, int l, const float *q, int p0, int n,
                            float *out)
 {
-    const int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim, group = c->n_heads / c->n_kv_heads;
+    const int kv_dim = c->n_kv_heads * c->head_dim, q_dim = c->n_heads * c->head_dim;
+    const int group = c->n_heads / c->n_kv_heads;
     const float *kc = hc->k + (size_t)l * hc->ctx * kv_dim, *vc = hc->v + (size_t)l * hc->ctx * kv_dim;
     float *scratch = malloc((size_t)hc->ctx * sizeof *scratch);
     for (int t = 0; t < n; t++)
