@@ -28,8 +28,10 @@ extern cb_env_t g_cb;
 
 /* Probes the GPU; loads the model (real or synthetic) and the sequences:
  * the fixture prompts with llama.cpp's greedy continuations, or random
- * tokens for the synthetic model. load_model false: only the probe. */
-int cb_env_init(bool load_model);
+ * tokens for the synthetic model (fewer and shorter under
+ * LAMINA_TEST_QUICK). Without a GPU the model is loaded only if
+ * always_load. */
+int cb_env_init(bool always_load);
 void cb_env_free(void);
 
 /* Prints the skip line and returns true when there is no GPU. */

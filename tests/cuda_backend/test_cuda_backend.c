@@ -30,6 +30,12 @@
 
 #define DECODE_STEPS 4
 
+/* Error budgets: rounding only the weights of the reference engine to f16
+ * gives (measured on the CPU) normalised RMS logit errors of 7.6e-4 on
+ * SmolLM2 and 1.2e-3 on the synthetic model, with every top-1 equal; to bf16
+ * 4.8e-3 / 1.1e-2 and 100% / 98.7% top-1. The GPU also rounds each GEMM's
+ * input to that type, hence budgets of about ten times those. */
+
 /* ---- no GPU ---------------------------------------------------------------------- */
 
 static void test_no_device(void)
@@ -260,13 +266,13 @@ static void backend_vs_engine(int wdtype, double min_agree, double max_nrmse, co
 static void test_backend_f16(void)
 {
     if (!cb_skip_without_gpu("backend f16"))
-        backend_vs_engine(LAM_DT_F16, 0.99, 3e-2, "cuda backend, f16 weights, vs reference engine");
+        backend_vs_engine(LAM_DT_F16, 0.99, 1e-2, "cuda backend, f16 weights, vs reference engine");
 }
 
 static void test_backend_bf16(void)
 {
     if (!cb_skip_without_gpu("backend bf16"))
-        backend_vs_engine(LAM_DT_BF16, 0.97, 1e-1, "cuda backend, bf16 weights, vs reference engine");
+        backend_vs_engine(LAM_DT_BF16, 0.95, 5e-2, "cuda backend, bf16 weights, vs reference engine");
 }
 
 /* ---- monolithic mode vs engine ------------------------------------------------------------ */
@@ -345,7 +351,7 @@ static void test_mono(void)
             rows += !d.logits || d.logits[s];
         cb_cmp_rows(&cmp, got, ref, rows, vocab);
     }
-    cb_cmp_check(&cmp, "monolithic GPU mode, f16 weights and KV, vs reference engine", 0.99, 3e-2);
+    cb_cmp_check(&cmp, "monolithic GPU mode, f16 weights and KV, vs reference engine", 0.99, 1e-2);
     /* a reset slot starts over at position 0 */
     lam_mono_cuda_slot_reset(mono, 1);
     CU_ASSERT_EQUAL(lam_mono_cuda_slot_len(mono, 1), 0);
@@ -355,7 +361,7 @@ static void test_mono(void)
     lam_mono_cuda_destroy(mono);
 }
 
-static int suite_init(void) { return cb_env_init(true); }
+static int suite_init(void) { return cb_env_init(false); }
 static int suite_clean(void)
 {
     cb_env_free();
