@@ -18,7 +18,9 @@
 #       benchmarks and prints a short table. Without .gpu-deps it uses the
 #       system's libraries. Without a GPU everything up to the first GPU call
 #       still runs: the GPU tests skip visibly and the benchmarks report
-#       "no GPU".
+#       "no GPU". --no-bench and --no-tests split the work into shorter runs
+#       (a second run reuses the build directory); --quick shortens the
+#       benchmarks.
 #
 # The model: SmolLM2-135M ($LAMINA_MODEL_DIR or ~/.cache/lamina) is 98 MB,
 # more than can be carried to the GPU machine, so when it is missing the
@@ -201,6 +203,11 @@ fi
 MODEL=${LAMINA_MODEL_DIR:-$HOME/.cache/lamina}/SmolLM2-135M-Instruct.Q4_1.gguf
 MODELS=$BUILD/gpu-check-models
 BIG=$MODELS/llama3-8b-config.gguf
+if [ ! -r "$MODEL" ]; then
+    # suites that need the real file skip visibly; tests/cuda_backend writes its own synthetic one
+    export LAMINA_ALLOW_NO_MODEL=1
+    [ $BENCH = 1 ] || say "model:    SmolLM2 missing: the CUDA suites use a synthetic model of its shape"
+fi
 if [ $BENCH = 1 ]; then
     mkdir -p "$MODELS"
     if [ -r "$MODEL" ]; then
@@ -217,9 +224,11 @@ fi
 if [ $TESTS = 1 ]; then
     say "== ctest -L cuda"
     t0=$(date +%s)
-    if run_deps ctest --test-dir "$BUILD" -L cuda --output-on-failure --timeout 900 >"$RES/ctest.log" 2>&1; then st=ok; else st=FAILED; FAILED=1; fi
+    # verbose: the suites print what they skipped and their agreement figures
+    if run_deps ctest --test-dir "$BUILD" -L cuda -V --timeout 900 >"$RES/ctest.log" 2>&1; then st=ok; else st=FAILED; FAILED=1; fi
     row "tests (ctest -L cuda)" "$st" "$(grep -E 'tests passed' "$RES/ctest.log" | head -1), $(( $(date +%s) - t0 )) s"
-    grep -hE 'SKIPPED|NOTE|top-1|GPU:' "$RES/ctest.log" | sed 's/^ */  /' | sort -u | head -40 | tee -a "$SUMMARY"
+    grep -hE 'SKIPPED|NOTE|top-1|GPU:|FAILED|Assertion' "$RES/ctest.log" | sed -E 's/^[0-9]+: *//; s/^ */  /' |
+        sort -u | head -40 | tee -a "$SUMMARY"
 fi
 
 # ---- benchmarks ----------------------------------------------------------------------------
@@ -232,7 +241,7 @@ bench() { # name timeout args...
     rc=$?
     case $rc in
     0) row "bench $name" "ok" "$(( $(date +%s) - t0 )) s" ;;
-    3) row "bench $name" "no GPU" "$(grep -m1 'no usable GPU\|without CUDA' "$RES/bench.log" | cut -c1-60)" ;;
+    3) row "bench $name" "no GPU" "$(tail -1 "$RES/bench.log" | sed 's/.*: //' | cut -c1-60)" ;;
     124) row "bench $name" "TIMEOUT" "after $limit s"; FAILED=1 ;;
     *) row "bench $name" "FAILED" "exit $rc, see bench.log"; FAILED=1 ;;
     esac
