@@ -138,9 +138,7 @@ lam_status_t lam_cb_logits(lam_cb_t *c, lam_backend_mb_t *mb, const uint8_t *wan
         LAM_CUDA_CHECK(cudaEventRecord(mb->ev_x, mb->s));
         LAM_CUDA_CHECK(cudaStreamWaitEvent(c->d2h, mb->ev_x, 0));
         st = logits_out(c, logits + (size_t)r0 * g->vocab, (size_t)nr * g->vocab * sizeof(float));
-        /* the next piece's GEMM overwrites d_logits: wait for the copies */
-        if (st == LAM_OK)
-            LAM_CUDA_CHECK(cudaStreamSynchronize(c->d2h));
+        /* logits_out returned after the last copy out: the next piece may overwrite d_logits */
     }
     return st;
 }
@@ -312,7 +310,6 @@ static void cb_free(lam_cb_t *c)
         cudaStreamDestroy(c->d2h);
     if (c->h2d)
         cudaStreamDestroy(c->h2d);
-    lam_cuda_blas_destroy(c->blas);
     cudaFree(c->d_logits);
     cudaFree(c->weights);
     cudaFreeHost(c->stage);
@@ -397,8 +394,6 @@ static lam_status_t cb_begin(const lam_model_config_t *cfg, const lam_backend_cu
     LAM_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&c->h2d, cudaStreamNonBlocking), st, fail);
     for (int i = 0; i < 2; i++)
         LAM_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&c->stage_ev[i], cudaEventDisableTiming), st, fail);
-    if ((st = lam_cuda_blas_create(&c->blas)) != LAM_OK)
-        goto fail;
     *out = c;
     return LAM_OK;
 fail:

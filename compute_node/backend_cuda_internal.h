@@ -32,7 +32,6 @@ typedef struct lam_cb {
     float *rope_freqs;            /* [n_rot/2] or NULL */
 
     cudaStream_t d2h, h2d;        /* copy streams shared by the micro-batches */
-    cublasHandle_t blas;          /* for work outside a micro-batch's stream */
 
     float *d_logits;              /* [logits_rows][vocab] f32 */
     int logits_rows;
