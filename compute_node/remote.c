@@ -35,6 +35,7 @@ typedef struct node {
     int rel_busy, stats_busy;
     lam_wire_stats_t stats;
     uint64_t losses;
+    uint32_t tag_floor;               /* requests sent on this connection have tags from here on */
 } node_t;
 
 typedef struct mb_slot {
@@ -129,6 +130,20 @@ static void node_lost(lam_remote_t *r, node_t *n, lam_status_t why)
     } else {
         lam_log_debug("remote: attention node %d (%s) not reachable: %s", n->idx, n->peer, lam_status_str(why));
     }
+}
+
+/* Drops a node that broke the protocol. An authenticated node counts as
+ * lost at once, so that no other node's answer completes the work in flight
+ * while the close is under way (cb_close then ignores the connection); its
+ * sends still in flight keep their buffers busy until they complete. */
+static void drop_node(lam_remote_t *r, node_t *n, lam_conn_t *c, lam_status_t why)
+{
+    lam_net_close(c, why);
+    if (n->conn != c || n->state != NODE_UP)
+        return; /* not up yet: cb_close reports it */
+    int busy[4] = {n->send_busy[0], n->send_busy[1], n->rel_busy, n->stats_busy};
+    node_lost(r, n, why);
+    n->send_busy[0] = busy[0], n->send_busy[1] = busy[1], n->rel_busy = busy[2], n->stats_busy = busy[3];
 }
 
 /* ---- handshake ---- */
@@ -243,20 +258,59 @@ static void on_result(lam_remote_t *r, node_t *n, const lam_msg_t *msg)
 {
     const lam_wire_attn_t *h = &msg->u.attn.h;
     int m = h->mb;
+    uint32_t tag = msg->tag;
+    uint64_t bit = 1ull << n->idx;
     pthread_mutex_lock(&r->mu);
     mb_slot_t *s = &r->mb[m];
-    bool current = s->state == MB_SENT && s->tag == msg->tag && !(s->answered & (1ull << n->idx));
+    bool current = s->state == MB_SENT && s->tag == tag && !(s->answered & bit);
+    /* Each tag names one request of one micro-batch, and a node answers each
+     * request it got on this connection once. An answer to a request that
+     * failed meanwhile (another node was lost) is stale; a tag never sent on
+     * this connection, another micro-batch's tag, or a second answer means
+     * the node does not follow the protocol. */
+    bool sent_here = (int32_t)(tag - n->tag_floor) >= 0 && tag != r->mb[1 - m].tag;
+    bool stale = !current && sent_here &&
+                 ((int32_t)(tag - s->tag) < 0 ||
+                  (tag == s->tag && (s->state == MB_FAILED || s->state == MB_IDLE) && !(s->answered & bit)));
     pthread_mutex_unlock(&r->mu);
+    if (stale) {
+        lam_log_debug("remote: node %d: stale result (tag %u) dropped", n->idx, tag);
+        return;
+    }
     if (!current) {
-        lam_log_debug("remote: node %d: stale result (tag %u) dropped", n->idx, msg->tag);
+        lam_log_error("remote: attention node %d (%s) answered a request it was not sent, or answered twice (tag %u, "
+                      "micro-batch %d); dropping it", n->idx, n->peer, tag, m);
+        drop_node(r, n, n->conn, LAM_ERR_PROTO);
         return;
     }
-    if (h->layer != s->layer || h->n_seq != s->n_seq || h->n_tok != (uint32_t)s->n_tok || h->n_q_heads != n->n_q ||
-        h->head_dim != r->hd || h->dtype != r->o.act_dtype) {
-        lam_log_error("remote: attention node %d (%s) answered with the wrong shape; dropping it", n->idx, n->peer);
-        lam_net_close(n->conn, LAM_ERR_PROTO);
+    if (h->step != s->step || h->layer != s->layer || h->n_seq != s->n_seq || h->n_tok != (uint32_t)s->n_tok ||
+        h->n_q_heads != n->n_q || h->n_kv_heads != n->n_kv || h->head_dim != r->hd || h->dtype != r->o.act_dtype) {
+        lam_log_error("remote: attention node %d (%s) answered with the wrong step, layer or shape; dropping it",
+                      n->idx, n->peer);
+        drop_node(r, n, n->conn, LAM_ERR_PROTO);
         return;
     }
+    /* everything is checked before anything is written */
+    for (int i = 0; i < s->n_seq; i++) {
+        lam_wire_seq_t e;
+        memcpy(&e, &msg->u.attn.seq[i], sizeof e);
+        if (e.seq_id != s->seqs[i].id || e.pos != (uint32_t)s->seqs[i].pos || e.n_tok != s->seqs[i].n_tok) {
+            lam_log_error("remote: attention node %d (%s) answered for the wrong sequences or chunks", n->idx,
+                          n->peer);
+            drop_node(r, n, n->conn, LAM_ERR_PROTO);
+            return;
+        }
+        /* per-sequence errors are status.h's KV cache and sequence group */
+        if (e.status != 0 && (e.status > LAM_ERR_KV_FULL || e.status <= LAM_ERR_KV_FULL - 100)) {
+            lam_log_error("remote: attention node %d (%s) gave a sequence status %d, not a per-sequence error; "
+                          "dropping it", n->idx, n->peer, e.status);
+            drop_node(r, n, n->conn, LAM_ERR_PROTO);
+            return;
+        }
+    }
+    /* Values are not judged: NaN or Inf in o is the attention of what was
+     * sent (f16 overflow, a diverging model) and belongs to the sequences;
+     * dropping the node would lose every sequence's KV over one value. */
     size_t es = lam_dtype_size(h->dtype), row = (size_t)n->n_q * r->hd;
     for (int t = 0; t < s->n_tok; t++)
         lam_convert(s->o_buf + (size_t)t * r->q_dim + (size_t)n->q_begin * r->hd, LAM_DT_F32,
@@ -264,11 +318,6 @@ static void on_result(lam_remote_t *r, node_t *n, const lam_msg_t *msg)
     for (int i = 0; i < s->n_seq; i++) {
         lam_wire_seq_t e;
         memcpy(&e, &msg->u.attn.seq[i], sizeof e);
-        if (e.seq_id != s->seqs[i].id) {
-            lam_log_error("remote: attention node %d (%s) answered for the wrong sequences", n->idx, n->peer);
-            lam_net_close(n->conn, LAM_ERR_PROTO);
-            return;
-        }
         if (e.status != 0 && s->st_buf[i] == 0)
             s->st_buf[i] = e.status;
     }
@@ -305,7 +354,7 @@ static void cb_msg(void *ud, lam_conn_t *c, const void *buf, size_t len)
     char why[160];
     if (lam_wire_decode(buf, len, &msg, why, sizeof why) != LAM_OK) {
         lam_log_error("remote: attention node %d (%s) sent a bad message: %s", n->idx, n->peer, why);
-        lam_net_close(c, LAM_ERR_PROTO);
+        drop_node(r, n, c, LAM_ERR_PROTO);
         return;
     }
     switch (msg.type) {
@@ -319,8 +368,9 @@ static void cb_msg(void *ud, lam_conn_t *c, const void *buf, size_t len)
         if (n->state == NODE_CHALLENGED) {
             n->state = NODE_UP;
             lam_log_info("remote: attention node %d (%s) connected", n->idx, n->peer);
-            atomic_fetch_add(&r->n_up, 1);
             pthread_mutex_lock(&r->mu);
+            n->tag_floor = r->tag_next + 1; /* before n_up: no submit gets a lower tag from here on */
+            atomic_fetch_add(&r->n_up, 1);
             pthread_cond_broadcast(&r->cv);
             pthread_mutex_unlock(&r->mu);
             return;
@@ -333,17 +383,30 @@ static void cb_msg(void *ud, lam_conn_t *c, const void *buf, size_t len)
         }
         break;
     case LAM_MSG_STATS_REPLY:
-        n->stats = msg.u.stats;
+        if (n->state == NODE_UP) { /* nothing but the handshake before HELLO_OK */
+            n->stats = msg.u.stats;
+            return;
+        }
+        break;
+    case LAM_MSG_ERROR: {
+        /* A node sends ERROR when it refuses the connection, and closes it
+         * soon after: fail what is in flight now, not at the deadline. The
+         * text is the peer's: printable characters only into our log. */
+        char text[LAM_WIRE_MAX_ERROR_TEXT + 1];
+        uint32_t tl = msg.u.error.msg_len < LAM_WIRE_MAX_ERROR_TEXT ? msg.u.error.msg_len : LAM_WIRE_MAX_ERROR_TEXT;
+        for (uint32_t i = 0; i < tl; i++)
+            text[i] = msg.u.error.msg[i] >= 0x20 && msg.u.error.msg[i] < 0x7f ? msg.u.error.msg[i] : '?';
+        text[tl] = '\0';
+        lam_log_error("remote: attention node %d (%s) reports: %s: %s", n->idx, n->peer,
+                      lam_status_str((lam_status_t)msg.u.error.code), text);
+        drop_node(r, n, c, LAM_ERR_CONN_CLOSED);
         return;
-    case LAM_MSG_ERROR:
-        lam_log_error("remote: attention node %d (%s) reports: %s: %.*s", n->idx, n->peer,
-                      lam_status_str((lam_status_t)msg.u.error.code), (int)msg.u.error.msg_len, msg.u.error.msg);
-        return;
+    }
     default: break;
     }
     lam_log_error("remote: attention node %d (%s) sent an unexpected %s", n->idx, n->peer,
                   lam_msg_type_name(msg.type));
-    lam_net_close(c, LAM_ERR_PROTO);
+    drop_node(r, n, c, LAM_ERR_PROTO);
 }
 
 static void cb_close(void *ud, lam_conn_t *c, lam_status_t why)
