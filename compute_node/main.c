@@ -324,6 +324,7 @@ static int serve(const opts_t *o, const char *api_key, const lam_gguf_t *g, cons
                          .wire_dtype = o->wire_dtype, .attn_timeout_ms = o->attn_timeout_ms,
                          .connect_timeout_ms = o->connect_timeout_ms, .spin_us = o->spin_us, .ctx = o->ctx,
                          .batch = o->batch, .max_seqs = o->max_seqs, .max_queue = o->max_queue,
+                         .threads = o->threads,
                          .default_max_tokens = o->max_new,
                          .defaults = {.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p},
                          .http_listen = o->http_listen, .http_port = o->http_port, .api_key = api_key,

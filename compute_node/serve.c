@@ -2,6 +2,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -155,6 +156,10 @@ static void publish_counts(lam_serve_t *s)
 static void *serve_main(void *arg)
 {
     lam_serve_t *s = arg;
+    /* the thread count is per thread in OpenMP: what main() set does not
+     * reach this one */
+    if (s->o.threads > 0)
+        omp_set_num_threads(s->o.threads);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         lam_serve_req_t *in = s->in_head, *cn = s->cancel_head;

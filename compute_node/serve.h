@@ -31,6 +31,7 @@ typedef struct lam_serve_opts {
     int max_step_tokens;    /* tokens per step */
     int max_ctx;            /* prompt + generated tokens per sequence */
     double queue_timeout_s; /* fail a request waiting this long for the attention nodes (0: never) */
+    int threads;            /* OpenMP threads of the scheduler thread's dense work (0: the default) */
 } lam_serve_opts_t;
 
 /* How a request ended. */

@@ -89,7 +89,7 @@ int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_
                             .spin_us = c->spin_us, .on_exchange = lam_metrics_exchange, .exchange_ud = mx};
     lam_pipe_opts_t po = {.max_tokens = c->batch, .max_seqs = c->max_seqs};
     lam_serve_opts_t so = {.max_seqs = c->max_seqs, .max_queue = c->max_queue, .chunk = c->batch,
-                           .max_step_tokens = c->batch, .max_ctx = c->ctx};
+                           .max_step_tokens = c->batch, .max_ctx = c->ctx, .threads = c->threads};
     lam_backend_cuda_opts_t bo = {.gguf = c->gguf};
     if ((c->cuda ? lam_backend_cuda_create(m, &bo, &be) : lam_backend_cpu_create(m, false, &be)) != LAM_OK)
         goto done;

@@ -9,7 +9,9 @@
  * same token counts, through the in-process scheduler and pipeline against
  * the same attention node, timed from submission to the last token. Greedy
  * decoding makes both runs produce the same tokens, so the ratio is the
- * cost of the service itself (threads, SSE, JSON, text). */
+ * cost of the service itself (threads, SSE, JSON, text, and on a small
+ * machine the CPU those take from the dense work). Served and in-process
+ * rounds alternate, best of 3 each (1 with --quick). */
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/tokenizer.h"
@@ -215,9 +217,29 @@ static void cnt_done(void *ud, int req, lam_status_t st)
 }
 static bool cnt_eog(void *ud, int32_t t) { return lam_tok_is_eog(((cnt_t *)ud)->tok, t); }
 
-static double inprocess_tps(const bench_opts_t *o, const lam_model_t *m, const lam_tok_t *tok, int an_port,
-                            char **prompts, int B, long *tokens)
+typedef struct ceiling {
+    lam_backend_t *be;
+    lam_remote_t *r;
+    lam_pipe_t *p;
+    int32_t **ids;          /* [B] the prompts, tokenised as the server does */
+    int *n_ids;
+} ceiling_t;
+
+static void ceiling_close(ceiling_t *c, int B)
 {
+    lam_pipe_destroy(c->p);
+    lam_remote_destroy(c->r);
+    lam_backend_destroy(c->be);
+    for (int i = 0; c->ids && i < B; i++)
+        free(c->ids[i]);
+    free(c->ids);
+    free(c->n_ids);
+    memset(c, 0, sizeof *c);
+}
+
+static int ceiling_open(ceiling_t *c, const lam_model_t *m, const lam_tok_t *tok, int an_port, char **prompts, int B)
+{
+    memset(c, 0, sizeof *c);
     lam_remote_addr_t addr;
     snprintf(addr.host, sizeof addr.host, "127.0.0.1");
     addr.port = an_port;
@@ -226,43 +248,46 @@ static double inprocess_tps(const bench_opts_t *o, const lam_model_t *m, const l
                             .fingerprint = m->fingerprint, .cfg = &m->cfg, .kv_dtype = LAM_DT_F16,
                             .act_dtype = LAM_DT_F16, .max_tokens = batch, .max_seqs = B};
     lam_pipe_opts_t po = {.max_tokens = batch, .max_seqs = B};
-    lam_sched_opts_t so = {.max_seqs = B, .max_queue = B, .chunk = batch, .max_step_tokens = batch,
-                           .max_ctx = 2048};
+    c->ids = calloc((size_t)B, sizeof *c->ids);
+    c->n_ids = calloc((size_t)B, sizeof *c->n_ids);
+    if (!c->ids || !c->n_ids || lam_backend_cpu_create(m, false, &c->be) != LAM_OK ||
+        lam_remote_create(&ro, &c->r) != LAM_OK || lam_remote_wait_ready(c->r, 20000) != LAM_OK ||
+        lam_pipe_create(c->be, c->r, &po, &c->p) != LAM_OK)
+        return -1;
+    for (int i = 0; i < B; i++) {
+        size_t n = 0;
+        if (lam_tok_encode(tok, prompts[i], strlen(prompts[i]), true, true, &c->ids[i], &n) != LAM_OK)
+            return -1;
+        c->n_ids[i] = (int)n;
+    }
+    return 0;
+}
+
+/* Tokens/s of the B prompts, gen greedy tokens each (end-of-generation
+ * stops a sequence, as on the server), from submission to the last token. */
+static double ceiling_round(ceiling_t *c, const lam_model_t *m, const lam_tok_t *tok, int B, int gen, long *tokens)
+{
+    int batch = B > 256 ? B : 256;
+    lam_sched_opts_t so = {.max_seqs = B, .max_queue = B, .chunk = batch, .max_step_tokens = batch, .max_ctx = 2048};
     cnt_t cnt = {.tok = tok};
     lam_sched_hooks_t h = {cnt_token, cnt_done, cnt_eog, &cnt};
-    lam_backend_t *be = NULL;
-    lam_remote_t *r = NULL;
-    lam_pipe_t *p = NULL;
     lam_sched_t *s = NULL;
-    double tps = -1;
     lam_sampler_params_t greedy = {.temperature = 0.0f, .top_p = 1.0f};
-    if (lam_backend_cpu_create(m, false, &be) != LAM_OK || lam_remote_create(&ro, &r) != LAM_OK ||
-        lam_remote_wait_ready(r, 20000) != LAM_OK || lam_pipe_create(be, r, &po, &p) != LAM_OK ||
-        lam_sched_create(p, r, m->cfg.vocab, &so, &h, &s) != LAM_OK)
-        goto out;
+    if (lam_sched_create(c->p, c->r, m->cfg.vocab, &so, &h, &s) != LAM_OK)
+        return -1;
     double t0 = lam_now_s();
-    for (int i = 0; i < B; i++) {
-        int32_t *ids = NULL;
-        size_t n = 0;
-        if (lam_tok_encode(tok, prompts[i], strlen(prompts[i]), true, true, &ids, &n) != LAM_OK ||
-            lam_sched_submit(s, ids, (int)n, o->gen, &greedy) < 0) {
-            free(ids);
-            goto out;
+    for (int i = 0; i < B; i++)
+        if (lam_sched_submit(s, c->ids[i], c->n_ids[i], gen, &greedy) < 0) {
+            lam_sched_destroy(s);
+            return -1;
         }
-        free(ids);
-    }
     while (lam_sched_pending(s) > 0)
         if (lam_sched_step(s) == 0)
             usleep(1000);
     double dt = lam_now_s() - t0;
-    *tokens = cnt.tokens;
-    tps = cnt.failed ? -1 : cnt.tokens / dt;
-out:
     lam_sched_destroy(s);
-    lam_pipe_destroy(p);
-    lam_remote_destroy(r);
-    lam_backend_destroy(be);
-    return tps;
+    *tokens = cnt.tokens;
+    return cnt.failed ? -1 : cnt.tokens / dt;
 }
 
 /* ---- the mode ---- */
@@ -282,19 +307,67 @@ static double pct(double *v, int n, double q)
     return v[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
+typedef struct served {
+    double tps, wall;
+    long tokens;
+    int ok;
+    double ttft[3], tpot[3]; /* p50, p90, p99 */
+} served_t;
+
+/* All B clients at once. */
+static void served_round(sclient_t *tmpl, int B, served_t *out)
+{
+    sclient_t *cl = calloc((size_t)B, sizeof *cl);
+    pthread_t *th = calloc((size_t)B, sizeof *th);
+    double *ttft = calloc((size_t)B, sizeof *ttft), *tpot = calloc((size_t)B, sizeof *tpot);
+    memset(out, 0, sizeof *out);
+    if (!cl || !th || !ttft || !tpot)
+        goto out;
+    for (int i = 0; i < B; i++) {
+        cl[i] = tmpl[i];
+        cl[i].t_first = cl[i].t_last = 0;
+        cl[i].tokens = 0;
+        cl[i].ok = false;
+    }
+    double t0 = lam_now_s();
+    for (int i = 0; i < B; i++)
+        pthread_create(&th[i], NULL, client_main, &cl[i]);
+    for (int i = 0; i < B; i++)
+        pthread_join(th[i], NULL);
+    out->wall = lam_now_s() - t0;
+    for (int i = 0; i < B; i++) {
+        if (!cl[i].ok)
+            continue;
+        out->tokens += cl[i].tokens;
+        ttft[out->ok] = cl[i].t_first - cl[i].t_send;
+        tpot[out->ok] = cl[i].tokens > 1 ? (cl[i].t_last - cl[i].t_first) / (cl[i].tokens - 1) : 0;
+        out->ok++;
+    }
+    out->tps = out->tokens / out->wall;
+    const double q[3] = {0.5, 0.9, 0.99};
+    for (int k = 0; k < 3; k++) {
+        out->ttft[k] = pct(ttft, out->ok, q[k]);
+        out->tpot[k] = pct(tpot, out->ok, q[k]);
+    }
+out:
+    free(cl);
+    free(th);
+    free(ttft);
+    free(tpot);
+}
+
 int bench_serve(const bench_opts_t *o)
 {
-    const int B = o->quick && o->clients > 4 ? 4 : o->clients;
+    const int B = o->quick && o->clients > 4 ? 4 : o->clients, rounds = o->quick ? 1 : 3;
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
     lam_tok_t *tok = NULL;
     lam_proc_t an = {0}, cn = {0};
+    ceiling_t ce = {0};
     sclient_t *cl = calloc((size_t)B, sizeof *cl);
     char **prompts = calloc((size_t)B, sizeof *prompts);
-    double *ttft = calloc((size_t)B, sizeof *ttft), *tpot = calloc((size_t)B, sizeof *tpot);
-    pthread_t *th = calloc((size_t)B, sizeof *th);
     int rc = 1;
-    if (!cl || !prompts || !ttft || !tpot || !th || bench_open_model(o, &g, &m) || lam_tok_from_gguf(g, &tok) != LAM_OK)
+    if (!cl || !prompts || bench_open_model(o, &g, &m) || lam_tok_from_gguf(g, &tok) != LAM_OK)
         goto done;
     char host[256] = "127.0.0.1";
     int port = 0;
@@ -352,55 +425,56 @@ int bench_serve(const bench_opts_t *o)
         lam_log_error("bench: the server at %s:%d did not answer a streamed completion", host, port);
         goto done;
     }
-    double t0 = lam_now_s();
-    for (int i = 0; i < B; i++)
-        pthread_create(&th[i], NULL, client_main, &cl[i]);
-    for (int i = 0; i < B; i++)
-        pthread_join(th[i], NULL);
-    double wall = lam_now_s() - t0;
-    long total = 0;
-    int ok = 0;
-    for (int i = 0; i < B; i++) {
-        if (!cl[i].ok)
-            continue;
-        total += cl[i].tokens;
-        ttft[ok] = cl[i].t_first - cl[i].t_send;
-        tpot[ok] = cl[i].tokens > 1 ? (cl[i].t_last - cl[i].t_first) / (cl[i].tokens - 1) : 0;
-        ok++;
+    if (an.pid > 0 && ceiling_open(&ce, m, tok, an.port, prompts, B) != 0) {
+        lam_log_error("bench: the in-process pipeline could not start");
+        goto done;
     }
-    if (ok < B)
-        lam_log_error("bench: %d of %d requests failed", B - ok, B);
-    double served = total / wall;
-    if (cn.pid > 0)
-        lam_proc_stop(&cn, 0); /* the ceiling gets the machine to itself */
+    /* served and in-process rounds alternate (the server idles meanwhile),
+     * so both see the same machine; the best of each is kept */
+    served_t best = {0}, r;
+    double ceiling = -1;
     long ceil_tokens = 0;
-    double ceiling = an.pid > 0 ? inprocess_tps(o, m, tok, an.port, prompts, B, &ceil_tokens) : -1;
-    double ratio = ceiling > 0 ? served / ceiling : 0;
-    double t50 = pct(ttft, ok, 0.5), t90 = pct(ttft, ok, 0.9), t99 = pct(ttft, ok, 0.99);
-    double p50 = pct(tpot, ok, 0.5), p90 = pct(tpot, ok, 0.9), p99 = pct(tpot, ok, 0.99);
+    for (int k = 0; k < rounds; k++) {
+        served_round(cl, B, &r);
+        if (r.ok < B)
+            lam_log_error("bench: %d of %d requests failed", B - r.ok, B);
+        else if (r.tps > best.tps)
+            best = r;
+        long t = 0;
+        double c = ce.p ? ceiling_round(&ce, m, tok, B, o->gen, &t) : -1;
+        if (c > ceiling) {
+            ceiling = c;
+            ceil_tokens = t;
+        }
+        printf("round %d: served %.1f tok/s, in-process %.1f tok/s\n", k + 1, r.tps, c);
+    }
+    double ratio = ceiling > 0 && best.tps > 0 ? best.tps / ceiling : 0;
     printf("HTTP serving, %d concurrent streaming clients, %d tokens each (greedy), compute %d threads, "
-           "1 attention node (%d threads), UCX_TLS=%s\n", B, o->gen, o->threads, node_threads,
-           getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
+           "1 attention node (%d threads), UCX_TLS=%s; best of %d rounds\n", B, o->gen, o->threads, node_threads,
+           getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)", rounds);
     printf("%-26s %10s %10s %10s\n", "", "p50", "p90", "p99");
-    printf("%-26s %10.1f %10.1f %10.1f\n", "TTFT ms", t50 * 1e3, t90 * 1e3, t99 * 1e3);
-    printf("%-26s %10.1f %10.1f %10.1f\n", "TPOT ms", p50 * 1e3, p90 * 1e3, p99 * 1e3);
+    printf("%-26s %10.1f %10.1f %10.1f\n", "TTFT ms", best.ttft[0] * 1e3, best.ttft[1] * 1e3, best.ttft[2] * 1e3);
+    printf("%-26s %10.1f %10.1f %10.1f\n", "TPOT ms", best.tpot[0] * 1e3, best.tpot[1] * 1e3, best.tpot[2] * 1e3);
     printf("served: %ld tokens in %.2f s = %.1f tok/s; in-process scheduler, same work: %ld tokens, %.1f tok/s; "
-           "ratio %.3f\n", total, wall, served, ceil_tokens, ceiling, ratio);
-    rc = ok == B ? 0 : 1;
+           "ratio %.3f\n", best.tokens, best.wall, best.tps, ceil_tokens, ceiling, ratio);
+    rc = best.ok == B ? 0 : 1;
     if (rc == 0 && o->json) {
         json_t *res = json_array();
         json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:i, s:I, s:f}", "name",
-                                             "serve_throughput", "metric", "tokens_per_s", "value", served,
+                                             "serve_throughput", "metric", "tokens_per_s", "value", best.tps,
                                              "ceiling", ceiling, "ceiling_name", "in_process_scheduler", "ratio",
-                                             ratio, "clients", B, "gen", o->gen, "tokens", (json_int_t)total,
-                                             "wall_s", wall));
+                                             ratio, "clients", B, "gen", o->gen, "tokens", (json_int_t)best.tokens,
+                                             "wall_s", best.wall));
         json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:f, s:i}", "name", "serve_ttft", "metric",
-                                             "seconds", "p50", t50, "p90", t90, "p99", t99, "clients", B));
+                                             "seconds", "p50", best.ttft[0], "p90", best.ttft[1], "p99",
+                                             best.ttft[2], "clients", B));
         json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:f, s:i}", "name", "serve_tpot", "metric",
-                                             "seconds", "p50", p50, "p90", p90, "p99", p99, "clients", B));
+                                             "seconds", "p50", best.tpot[0], "p90", best.tpot[1], "p99",
+                                             best.tpot[2], "clients", B));
         rc = bench_write_json(o, "serve", res);
     }
 done:
+    ceiling_close(&ce, B);
     if (cn.pid > 0)
         lam_proc_stop(&cn, 0);
     if (an.pid > 0)
@@ -409,9 +483,6 @@ done:
         free(prompts[i]);
     free(prompts);
     free(cl);
-    free(ttft);
-    free(tpot);
-    free(th);
     lam_tok_free(tok);
     lam_model_free(m);
     lam_gguf_close(g);
