@@ -140,9 +140,14 @@ command -v gcc >/dev/null && command -v cmake >/dev/null || { say "gpu-check: gc
 PKGCONF=$(command -v pkg-config || true)
 if ls "$DEBDIR"/*.deb >/dev/null 2>&1; then
     PREFIX=${LAMINA_GPU_PREFIX:-/tmp/lamina-gpu-deps}
-    command -v dpkg >/dev/null || { say "gpu-check: dpkg is needed to unpack $DEBDIR"; exit 2; }
     rm -rf "$PREFIX" && mkdir -p "$PREFIX"
-    for f in "$DEBDIR"/*.deb; do dpkg -x "$f" "$PREFIX" || { say "gpu-check: cannot unpack $f"; exit 1; }; done
+    unpack() { # dpkg -x, or by hand: a .deb is an ar archive holding data.tar.*
+        if command -v dpkg >/dev/null; then dpkg -x "$1" "$PREFIX"; return; fi
+        local t; t=$(mktemp -d)
+        (cd "$t" && ar x "$1" && tar -xf data.tar.* -C "$PREFIX"); local rc=$?
+        rm -rf "$t"; return $rc
+    }
+    for f in "$DEBDIR"/*.deb; do unpack "$f" || { say "gpu-check: cannot unpack $f"; exit 1; }; done
     LIBDIR=$PREFIX/usr/lib/x86_64-linux-gnu
     # the .pc files name /usr: make them name the prefix
     for pc in "$LIBDIR"/pkgconfig/*.pc "$PREFIX"/usr/share/pkgconfig/*.pc; do
