@@ -9,7 +9,10 @@
  *
  * Failure model: if a node's connection drops (or it misses the result
  * deadline) every micro-batch in flight fails with LAM_ERR_CONN_CLOSED
- * (LAM_ERR_TIMEOUT), the node's KV is gone, and lam_remote_epoch() moves
+ * (LAM_ERR_TIMEOUT). A node that breaks the protocol (a malformed or
+ * unexpected ATTN_RESULT, an ERROR message) is dropped the same way and
+ * also reads as LAM_ERR_CONN_CLOSED; NaN/Inf in o and per-sequence KV
+ * statuses are data, not violations. The node's KV is gone, and lam_remote_epoch() moves
  * on: sequences started before that are dead everywhere and the caller
  * fails their requests. The comm thread keeps reconnecting (and redoing the
  * handshake) every reconnect_ms; lam_remote_ready() tells when all nodes
