@@ -16,7 +16,7 @@ struct lam_serve_req {
     int n_prompt, max_new;
     lam_sampler_params_t sp;
     double t_submit;
-    int sched_id;                   /* scheduler thread only; -1 when not in the scheduler */
+    int sched_id;                   /* loop thread only; -1 when not in the scheduler */
     /* under mu: */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -36,11 +36,9 @@ struct lam_serve {
     lam_metrics_t *mx;
     lam_serve_opts_t o;
     lam_sched_t *sc;
-    lam_serve_req_t **by_id;        /* [n_slots] scheduler id -> request; scheduler thread only */
+    lam_serve_req_t **by_id;        /* [n_slots] scheduler id -> request; loop thread only */
     int n_slots;
-    long step_tokens;               /* tokens generated in the current step (scheduler thread) */
-    pthread_t thr;
-    bool thr_started;
+    long step_tokens;               /* tokens generated in the current step (loop thread) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     lam_serve_req_t *in_head, *in_tail, *cancel_head;
@@ -59,7 +57,7 @@ static void req_unref(lam_serve_req_t *q)
     free(q);
 }
 
-/* Ends q (scheduler thread); the first end wins. */
+/* Ends q (loop thread); the first end wins. */
 static void req_end(lam_serve_t *s, lam_serve_req_t *q, lam_serve_end_t how, lam_status_t st)
 {
     pthread_mutex_lock(&q->mu);
@@ -77,7 +75,7 @@ static void req_end(lam_serve_t *s, lam_serve_req_t *q, lam_serve_end_t how, lam
     }
 }
 
-/* ---- scheduler hooks (scheduler thread, inside lam_sched_step) ---- */
+/* ---- scheduler hooks (loop thread, inside lam_sched_step) ---- */
 
 static void on_token(void *ud, int id, int32_t t)
 {
@@ -115,7 +113,7 @@ static void on_done(void *ud, int id, lam_status_t st)
 
 static bool is_eog(void *ud, int32_t t) { return lam_tok_is_eog(((lam_serve_t *)ud)->tok, t); }
 
-/* ---- the scheduler thread ---- */
+/* ---- the loop ---- */
 
 static void admit(lam_serve_t *s, lam_serve_req_t *q)
 {
@@ -153,13 +151,24 @@ static void publish_counts(lam_serve_t *s)
     lam_metrics_sched(s->mx, active, pending - active + inbox);
 }
 
-static void *serve_main(void *arg)
+static void wait_ms(lam_serve_t *s, int ms)
 {
-    lam_serve_t *s = arg;
-    /* the thread count is per thread in OpenMP: what main() set does not
-     * reach this one */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+void lam_serve_loop(lam_serve_t *s, int tick_ms, void (*tick)(void *ud), void *ud)
+{
     if (s->o.threads > 0)
         omp_set_num_threads(s->o.threads);
+    double t_tick = lam_now_s();
     pthread_mutex_lock(&s->mu);
     for (;;) {
         lam_serve_req_t *in = s->in_head, *cn = s->cancel_head;
@@ -183,8 +192,10 @@ static void *serve_main(void *arg)
             for (int i = 0; i < s->n_slots; i++)
                 if (s->by_id[i])
                     cancel_one(s, s->by_id[i], LAM_SERVE_SHUTDOWN);
-        if (stop)
-            break;
+        if (stop) {
+            publish_counts(s);
+            return;
+        }
         int n = 0;
         if (lam_sched_pending(s->sc) > 0) {
             s->step_tokens = 0;
@@ -192,25 +203,28 @@ static void *serve_main(void *arg)
             lam_metrics_gen_tokens(s->mx, s->step_tokens);
         }
         publish_counts(s);
+        if (tick && lam_now_s() - t_tick >= tick_ms * 1e-3) {
+            tick(ud);
+            t_tick = lam_now_s();
+        }
 
         pthread_mutex_lock(&s->mu);
         if (!s->in_head && !s->cancel_head && !s->cancel_all && !s->stop) {
-            if (lam_sched_pending(s->sc) == 0) {
-                pthread_cond_wait(&s->cv, &s->mu);
-            } else if (n == 0) {
-                /* queued requests wait for the attention nodes */
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 10 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-            }
+            if (lam_sched_pending(s->sc) == 0)
+                wait_ms(s, tick_ms); /* idle: a submission or the next tick wakes us */
+            else if (n == 0)
+                wait_ms(s, 10);      /* queued requests wait for the attention nodes */
         }
     }
-    return NULL;
+}
+
+void lam_serve_stop(lam_serve_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->accepting = false;
+    s->stop = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 lam_status_t lam_serve_create(lam_pipe_t *p, lam_remote_t *r, const lam_tok_t *tok, int vocab,
@@ -238,13 +252,10 @@ lam_status_t lam_serve_create(lam_pipe_t *p, lam_remote_t *r, const lam_tok_t *t
     s->n_slots = so.max_seqs + so.max_queue;
     s->by_id = calloc((size_t)s->n_slots, sizeof *s->by_id);
     lam_status_t st = s->by_id ? lam_sched_create(p, r, vocab, &so, &h, &s->sc) : LAM_ERR_NO_MEMORY;
-    if (st == LAM_OK && pthread_create(&s->thr, NULL, serve_main, s) != 0)
-        st = LAM_ERR_NO_MEMORY;
     if (st != LAM_OK) {
         lam_serve_destroy(s);
         return st;
     }
-    s->thr_started = true;
     *out = s;
     return LAM_OK;
 }
@@ -253,18 +264,21 @@ void lam_serve_destroy(lam_serve_t *s)
 {
     if (!s)
         return;
-    pthread_mutex_lock(&s->mu);
-    s->accepting = false;
-    s->stop = true;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    if (s->thr_started)
-        pthread_join(s->thr, NULL);
-    /* cancels that arrived after the thread's last look */
+    /* what the loop did not see: submissions (never admitted) and cancels */
+    for (lam_serve_req_t *q = s->in_head, *next; q; q = next) {
+        next = q->next;
+        req_end(s, q, LAM_SERVE_SHUTDOWN, LAM_OK);
+        req_unref(q);
+    }
     for (lam_serve_req_t *q = s->cancel_head, *next; q; q = next) {
         next = q->next_cancel;
         req_unref(q);
     }
+    for (int i = 0; s->by_id && i < s->n_slots; i++)
+        if (s->by_id[i]) {
+            req_end(s, s->by_id[i], LAM_SERVE_SHUTDOWN, LAM_OK);
+            req_unref(s->by_id[i]);
+        }
     lam_sched_destroy(s->sc);
     free(s->by_id);
     pthread_cond_destroy(&s->cv);

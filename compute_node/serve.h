@@ -1,16 +1,25 @@
-/* The serving loop: one scheduler thread owns the lam_sched_t (and through
- * it the pipeline and the backend) and runs steps while there is work,
- * sleeping on a condition variable when idle. Other threads (HTTP) hand it
- * requests through a mutex-protected inbox and read each request's tokens
- * from the request's own channel as they are generated.
+/* The serving loop: one thread (the caller of lam_serve_loop: the main
+ * thread in lamina-compute-node) owns the lam_sched_t (and through it the
+ * pipeline and the backend) and runs steps while there is work, sleeping
+ * on a condition variable when idle. Other threads (HTTP) hand it requests
+ * through a mutex-protected inbox and read each request's tokens from the
+ * request's own channel as they are generated.
+ *
+ * Why the main thread: OpenMP's thread pool belongs to the thread that
+ * starts parallel regions. The model is loaded (in parallel) on the main
+ * thread; a second thread running the dense work would get a second pool,
+ * and libgomp throttles its spin-waiting once its threads outnumber the
+ * cores, which made every parallel region slower (measured: ~60% slower
+ * decode steps on 2 cores). One thread doing all the parallel work keeps
+ * one pool.
  *
  * Cancellation (client gone, stop string reached, shutdown) is a request
- * to the scheduler thread: it removes the request at the next step
- * boundary and releases its sequence on the attention nodes.
+ * to the loop: it removes the request at the next step boundary and
+ * releases its sequence on the attention nodes.
  *
- * A request handle is shared by its submitter and the scheduler thread
- * (reference counted): the submitter calls lam_serve_req_release once,
- * whatever state the request is in. */
+ * A request handle is shared by its submitter and the loop (reference
+ * counted): the submitter calls lam_serve_req_release once, whatever state
+ * the request is in. */
 #ifndef LAM_SERVE_H
 #define LAM_SERVE_H
 
@@ -31,7 +40,7 @@ typedef struct lam_serve_opts {
     int max_step_tokens;    /* tokens per step */
     int max_ctx;            /* prompt + generated tokens per sequence */
     double queue_timeout_s; /* fail a request waiting this long for the attention nodes (0: never) */
-    int threads;            /* OpenMP threads of the scheduler thread's dense work (0: the default) */
+    int threads;            /* OpenMP threads for the dense work, set on the loop's thread (0: as it is) */
 } lam_serve_opts_t;
 
 /* How a request ended. */
@@ -49,13 +58,19 @@ typedef struct lam_serve_snap {
     lam_status_t status; /* LAM_SERVE_FAILED: why */
 } lam_serve_snap_t;
 
-/* Starts the scheduler thread over pipeline p and remote r. tok gives the
+/* A scheduler over pipeline p and remote r. tok gives the
  * end-of-generation tokens; mx (may be NULL) gets tokens, batch and queue
  * figures. */
 lam_status_t lam_serve_create(lam_pipe_t *p, lam_remote_t *r, const lam_tok_t *tok, int vocab,
                               const lam_serve_opts_t *o, lam_metrics_t *mx, lam_serve_t **out);
-/* Stops the thread; requests still pending end as LAM_SERVE_SHUTDOWN
- * (their handles stay valid until released). */
+/* Runs the scheduler on the calling thread until lam_serve_stop; calls
+ * tick(ud) (may be NULL) between steps, about every tick_ms. On stop every
+ * request still in flight ends as LAM_SERVE_SHUTDOWN (sequences released). */
+void lam_serve_loop(lam_serve_t *s, int tick_ms, void (*tick)(void *ud), void *ud);
+/* Makes lam_serve_loop return (any thread, or tick); refuses new requests. */
+void lam_serve_stop(lam_serve_t *s);
+/* After the loop has returned (or never ran): requests still pending end
+ * as LAM_SERVE_SHUTDOWN; their handles stay valid until released. */
 void lam_serve_destroy(lam_serve_t *s);
 
 /* Queues a request (the prompt is copied). Errors: LAM_ERR_RANGE (does not
@@ -72,7 +87,7 @@ void lam_serve_req_wait(lam_serve_req_t *q, int have, int timeout_ms, lam_serve_
 const int32_t *lam_serve_req_tokens(const lam_serve_req_t *q);
 /* Seconds from submission to the first token (-1: none yet). */
 double lam_serve_req_ttft(lam_serve_req_t *q);
-/* Asks the scheduler thread to drop the request (no effect once ended). */
+/* Asks the loop to drop the request (no effect once ended). */
 void lam_serve_req_cancel(lam_serve_req_t *q);
 /* Gives up the submitter's reference; cancels the request if it runs. */
 void lam_serve_req_release(lam_serve_req_t *q);
@@ -82,7 +97,7 @@ void lam_serve_stop_accepting(lam_serve_t *s);
 /* Requests submitted and not yet ended. */
 int lam_serve_in_flight(lam_serve_t *s);
 /* Ends every request in flight as LAM_SERVE_SHUTDOWN at the next step
- * boundary (their sequences are released). */
+ * boundary (their sequences are released); the loop goes on. */
 void lam_serve_cancel_all(lam_serve_t *s);
 
 #endif

@@ -25,34 +25,52 @@ static void on_signal(int sig)
 static void nap_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL); /* a signal cuts it short, which is what we want */
+    nanosleep(&ts, NULL);
 }
 
-/* SIGTERM/SIGINT: stop taking requests, let running ones finish for up to
- * drain_timeout_s (a second signal cuts that short), then cancel the rest,
- * which releases their sequences on the attention nodes. */
-static void drain(const lam_serve_cfg_t *c, lam_http_t *h, lam_serve_t *sv)
+/* What the serving loop's tick (every 100 ms, on the main thread) looks
+ * after: the STATS refresh for /metrics, and shutdown. SIGTERM/SIGINT:
+ * stop taking requests, let running ones finish for up to drain_timeout_s
+ * (a second signal cuts that short), then cancel the rest, which releases
+ * their sequences on the attention nodes; stop once nothing is in flight. */
+typedef struct run_state {
+    const lam_serve_cfg_t *c;
+    lam_http_t *h;
+    lam_serve_t *sv;
+    lam_remote_t *r;
+    double t_stats, deadline;
+    bool draining, cancelled;
+    sig_atomic_t seen;
+} run_state_t;
+
+static void tick(void *ud)
 {
-    lam_notify_stopping();
-    lam_http_drain(h);
-    lam_serve_stop_accepting(sv);
-    int n = lam_serve_in_flight(sv);
-    lam_log_info("shutting down: %d request(s) in flight, waiting up to %d s for them", n, c->drain_timeout_s);
-    sig_atomic_t seen = g_signals;
-    double deadline = lam_now_s() + c->drain_timeout_s;
-    while (lam_serve_in_flight(sv) > 0 && lam_now_s() < deadline && g_signals == seen)
-        nap_ms(50);
-    if ((n = lam_serve_in_flight(sv)) > 0) {
-        lam_log_warn("shutting down: cancelling %d unfinished request(s)", n);
-        lam_serve_cancel_all(sv);
-        deadline = lam_now_s() + 10.0;
-        while (lam_serve_in_flight(sv) > 0 && lam_now_s() < deadline)
-            nap_ms(10);
+    run_state_t *st = ud;
+    double now = lam_now_s();
+    if (now - st->t_stats >= 1.0) {
+        lam_remote_request_stats(st->r);
+        st->t_stats = now;
     }
-    /* the last replies (a final SSE event, an error body) still go out */
-    deadline = lam_now_s() + 2.0;
-    while (lam_http_busy(h) > 0 && lam_now_s() < deadline)
-        nap_ms(10);
+    if (!st->draining && g_signals) {
+        st->draining = true;
+        st->seen = g_signals;
+        st->deadline = now + st->c->drain_timeout_s;
+        lam_notify_stopping();
+        lam_http_drain(st->h);
+        lam_serve_stop_accepting(st->sv);
+        lam_log_info("shutting down: %d request(s) in flight, waiting up to %d s for them",
+                     lam_serve_in_flight(st->sv), st->c->drain_timeout_s);
+    }
+    if (!st->draining)
+        return;
+    int n = lam_serve_in_flight(st->sv);
+    if (n == 0) {
+        lam_serve_stop(st->sv);
+    } else if (!st->cancelled && (now >= st->deadline || g_signals != st->seen)) {
+        lam_log_warn("shutting down: cancelling %d unfinished request(s)", n);
+        lam_serve_cancel_all(st->sv);
+        st->cancelled = true;
+    }
 }
 
 int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_t *tok)
@@ -66,7 +84,7 @@ int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_
     }
     if (lam_auth_load_token(c->token_file, token, sizeof token) != LAM_OK)
         return 2;
-    /* handlers only count; the loop below acts */
+    /* handlers only count; the serving loop's tick acts */
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -117,16 +135,15 @@ int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_
                  c->max_queue);
     lam_notify_ready_status("Serving %s on %s:%d", c->model_name, addr, lam_http_port(h));
 
-    double t_stats = 0;
-    while (!g_signals) {
-        double now = lam_now_s();
-        if (now - t_stats >= 1.0) { /* KV pages for /metrics */
-            lam_remote_request_stats(r);
-            t_stats = now;
-        }
-        nap_ms(200);
-    }
-    drain(c, h, sv);
+    /* the dense work runs here, on the main thread (serve.h says why) */
+    run_state_t st = {.c = c, .h = h, .sv = sv, .r = r};
+    lam_serve_loop(sv, 100, tick, &st);
+    /* the last replies (a final SSE event, an error body) still go out */
+    for (double t_end = lam_now_s() + 2.0; lam_http_busy(h) > 0 && lam_now_s() < t_end;)
+        nap_ms(10);
+    const lam_pipe_stats_t *ps = lam_pipe_stats(p);
+    lam_log_info("served %ld steps, %ld tokens: %.2f s in steps, dense %.2f s, waiting for attention %.2f s",
+                 ps->steps, ps->tokens, ps->step_s, ps->dense_s, ps->wait_s);
     rc = 0;
 done:
     lam_http_stop(h); /* joins the connection threads: no handle outlives the loop */
