@@ -8,7 +8,9 @@
  *   - a full server answers 429 with an error body;
  *   - SIGTERM with requests in flight: new requests get 503, a short one
  *     completes, a long one is cancelled at the drain deadline with an
- *     error event, the process exits 0 and the KV cache is empty again.
+ *     error event, the process exits 0 and the KV cache is empty again;
+ *     systemd notifications (to a socket of ours) come in order: STATUS
+ *     while loading and connecting, READY=1, STOPPING=1.
  * Under LAMINA_TEST_QUICK=1 (sanitizers) the concurrent case runs 4
  * clients and fewer tokens, and the drain lasts longer. */
 #include "common/log.h"
@@ -20,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -202,8 +206,44 @@ static void test_disconnect_cancels(void)
     CU_ASSERT(g1 - g0 < 1000); /* it stopped long before max_tokens */
 }
 
+/* A datagram socket standing in for systemd's notify socket. */
+static int notify_open(char *path, size_t len)
+{
+    snprintf(path, len, "/tmp/lamina-notify-%d.sock", (int)getpid());
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Appends the messages that arrived to log ("msg|msg|..."), waiting up to
+ * timeout_s for one containing `want` (NULL: just drain). */
+static bool notify_read(int fd, char *log, size_t cap, const char *want, double timeout_s)
+{
+    double deadline = lam_now_s() + timeout_s;
+    for (;;) {
+        char msg[512];
+        ssize_t n;
+        while ((n = recv(fd, msg, sizeof msg - 1, 0)) > 0) {
+            msg[n] = '\0';
+            size_t l = strlen(log);
+            snprintf(log + l, cap - l, "%s|", msg);
+        }
+        if (!want || strstr(log, want) || lam_now_s() > deadline)
+            return !want || strstr(log, want);
+        usleep(10000);
+    }
+}
+
 /* A second compute node with two sequences and no queue: the third
- * request is refused; then SIGTERM with one short and one long request. */
+ * request is refused; then SIGTERM with one short and one long request.
+ * Its systemd notifications go to a socket of ours: STATUS while loading
+ * and connecting, READY=1 after that, STOPPING=1 on SIGTERM. */
 static void test_full_then_sigterm(void)
 {
     if (g_skip)
@@ -211,7 +251,19 @@ static void test_full_then_sigterm(void)
     lam_proc_t cn;
     /* the drain must outlast the short request (sanitizers run ~15x slower) */
     const char *extra[] = {"--max-seqs", "2", "--max-queue", "0", "--drain-timeout", g_quick ? "15" : "3", NULL};
-    CU_ASSERT_FATAL(sf_start_compute(&cn, g_an.port, extra) == 0);
+    char npath[108], nlog[4096] = "";
+    int nfd = notify_open(npath, sizeof npath);
+    CU_ASSERT_FATAL(nfd >= 0);
+    setenv("NOTIFY_SOCKET", npath, 1);
+    int started = sf_start_compute(&cn, g_an.port, extra);
+    unsetenv("NOTIFY_SOCKET");
+    CU_ASSERT_FATAL(started == 0);
+    CU_ASSERT(notify_read(nfd, nlog, sizeof nlog, "READY=1", 10));
+    const char *loading = strstr(nlog, "STATUS=Loading"), *connecting = strstr(nlog, "STATUS=Connecting"),
+               *ready = strstr(nlog, "READY=1");
+    printf("\n  notifications: %s", nlog);
+    CU_ASSERT(loading && connecting && ready && loading < connecting && connecting < ready);
+    CU_ASSERT(strstr(nlog, "STOPPING=1") == NULL);
     int port = cn.port, st, short_tokens = g_quick ? 3 : 40;
     client_t *c = calloc(3, sizeof *c);
     pthread_t th[3];
@@ -262,6 +314,10 @@ static void test_full_then_sigterm(void)
     pthread_join(th[2], NULL);
     pthread_join(th[0], NULL);
     int status = sf_wait_exit(&cn, 30);
+    notify_read(nfd, nlog, sizeof nlog, NULL, 0);
+    CU_ASSERT(strstr(nlog, "STOPPING=1") != NULL);
+    close(nfd);
+    unlink(npath);
     double t_exit = lam_now_s() - t_term;
     printf("\n  SIGTERM: short request %s after %d events, long one %s after %d events; exit status %d after %.1f s",
            c[2].finish, c[2].events, c[0].finish, c[0].events,
