@@ -32,9 +32,11 @@ bool sf_init(bool *skip)
 
 const char *sf_model_path(void) { return g_model; }
 
-int sf_start_attention(lam_proc_t *an)
+int sf_start_attention(lam_proc_t *an, int port)
 {
-    const char *args[] = {"--model", g_model, "--port", "0", "--kv-capacity", "256M", "--threads", "1", NULL};
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    const char *args[] = {"--model", g_model, "--port", ps, "--kv-capacity", "256M", "--threads", "1", NULL};
     return lam_proc_start(an, LAM_ATTN_NODE_BIN, args, 60.0);
 }
 

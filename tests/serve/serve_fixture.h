@@ -19,8 +19,8 @@
 bool sf_init(bool *skip);
 const char *sf_model_path(void);
 
-/* Starts an attention node (port 0, 1 thread). */
-int sf_start_attention(lam_proc_t *an);
+/* Starts an attention node (1 thread) on port (0: any). */
+int sf_start_attention(lam_proc_t *an, int port);
 /* Starts a compute node serving HTTP on port 0 against the attention node
  * at port an_port, with --model-name SF_MODEL_NAME, --api-key-file and the
  * extra arguments (NULL-terminated, may be NULL). p->port is the HTTP port. */

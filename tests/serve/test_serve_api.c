@@ -8,7 +8,10 @@
  *   - /metrics counters move;
  *   - API key: 401 without it, /health open;
  *   - a table of malformed requests, each answered with its status and an
- *     OpenAI-style error body, and the server still serves afterwards. */
+ *     OpenAI-style error body, and the server still serves afterwards;
+ *   - the attention node lost: /health and requests answer 503; back on
+ *     its port: served again. */
+#include "common/log.h"
 #include "tests/serve/serve_fixture.h"
 
 #include <CUnit/Basic.h>
@@ -455,6 +458,42 @@ static void test_bad_requests(void)
     json_decref(j);
 }
 
+/* Polls /health until it answers `want` (up to timeout_s). */
+static int wait_health(int want, double timeout_s)
+{
+    int st = 0;
+    for (double t_end = lam_now_s() + timeout_s; lam_now_s() < t_end;) {
+        json_decref(sf_get(g_port, "/health", &st));
+        if (st == want)
+            break;
+        usleep(100000);
+    }
+    return st;
+}
+
+/* The attention node dies: /health and new requests say 503; it comes
+ * back on its port: the compute node reconnects and serves again. */
+static void test_attention_node_lost(void)
+{
+    if (g_skip)
+        return;
+    int port = g_an.port, st;
+    lam_proc_stop(&g_an, 1);
+    CU_ASSERT_EQUAL(wait_health(503, 10), 503);
+    json_t *j = sf_post(g_port, COMPL, "{" M ",\"prompt\":\"Hello\",\"max_tokens\":2}", &st);
+    CU_ASSERT_EQUAL(st, 503);
+    CU_ASSERT(sf_is_error(j));
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                           "attention_unavailable");
+    json_decref(j);
+    CU_ASSERT_FATAL(sf_start_attention(&g_an, port) == 0);
+    CU_ASSERT_EQUAL(wait_health(200, 20), 200);
+    j = sf_post(g_port, COMPL, "{" M ",\"prompt\":\"Hello\",\"max_tokens\":2}", &st);
+    CU_ASSERT_EQUAL(st, 200);
+    json_decref(j);
+    CU_ASSERT_EQUAL(sf_metric(g_port, "lamina_attention_node_losses_total{node=\"0\""), 1);
+}
+
 static int suite_init(void)
 {
     g_quick = getenv("LAMINA_TEST_QUICK") != NULL;
@@ -463,7 +502,7 @@ static int suite_init(void)
     char ctx[16];
     snprintf(ctx, sizeof ctx, "%d", g_ctx);
     const char *extra[] = {"--ctx", ctx, "--max-body", "64K", "--max-tokens", "32", NULL};
-    if (sf_start_attention(&g_an) != 0 || sf_start_compute(&g_cn, g_an.port, extra) != 0)
+    if (sf_start_attention(&g_an, 0) != 0 || sf_start_compute(&g_cn, g_an.port, extra) != 0)
         return -1;
     g_port = g_cn.port;
     return 0;
@@ -491,6 +530,7 @@ int main(void)
     CU_add_test(s, "/metrics counters move", test_metrics);
     CU_add_test(s, "API key", test_api_key);
     CU_add_test(s, "malformed requests, then a good one", test_bad_requests);
+    CU_add_test(s, "attention node lost and back", test_attention_node_lost);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();

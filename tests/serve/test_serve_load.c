@@ -338,7 +338,7 @@ static int suite_init(void)
     if (!sf_init(&g_skip))
         return g_skip ? 0 : -1;
     const char *extra[] = {"--max-seqs", "32", "--ctx", "2048", NULL};
-    if (sf_start_attention(&g_an) != 0 || sf_start_compute(&g_cn, g_an.port, extra) != 0)
+    if (sf_start_attention(&g_an, 0) != 0 || sf_start_compute(&g_cn, g_an.port, extra) != 0)
         return -1;
     g_port = g_cn.port;
     return 0;
