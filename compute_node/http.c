@@ -92,9 +92,14 @@ static enum MHD_Result get_models(lam_http_t *h, struct MHD_Connection *c, const
                                 "model_not_found", "The model '%s' does not exist", id);
 }
 
+static bool is_draining(lam_http_t *h)
+{
+    return atomic_load(&h->draining) || (h->o.shutdown_flag && *h->o.shutdown_flag);
+}
+
 static enum MHD_Result get_health(lam_http_t *h, struct MHD_Connection *c)
 {
-    bool ready = lam_remote_ready(h->r), draining = atomic_load(&h->draining);
+    bool ready = lam_remote_ready(h->r), draining = is_draining(h);
     json_t *nodes = json_array();
     for (int i = 0; i < h->n_nodes; i++) {
         lam_remote_node_info_t info;
@@ -204,7 +209,7 @@ static enum MHD_Result dispatch(lam_http_t *h, struct MHD_Connection *c, const c
     if (rq->too_big)
         return lam_http_reply_error(h, c, rt->ep, MHD_HTTP_CONTENT_TOO_LARGE, "invalid_request_error", NULL,
                                     "body_too_large", "The request body exceeds %zu bytes", h->o.max_body);
-    if (v1 && atomic_load(&h->draining))
+    if (v1 && is_draining(h))
         return lam_http_reply_error(h, c, rt->ep, MHD_HTTP_SERVICE_UNAVAILABLE, "server_error", NULL,
                                     "shutting_down", "The server is shutting down");
     switch (rt->ep) {

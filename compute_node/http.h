@@ -15,6 +15,7 @@
 #ifndef LAM_HTTP_H
 #define LAM_HTTP_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "common/tokenizer.h"
@@ -34,6 +35,9 @@ typedef struct lam_http_opts {
     int ctx;                        /* context window: prompt + generated tokens */
     int default_max_tokens;         /* for requests without max_tokens */
     lam_sampler_params_t defaults;  /* temperature, top_k, top_p when a request gives none */
+    /* optional: a signal handler's flag; once nonzero the server drains as
+     * after lam_http_drain (at once, not when the serving loop gets to it) */
+    const volatile sig_atomic_t *shutdown_flag;
 } lam_http_opts_t;
 
 /* Binds and starts serving; n_nodes attention nodes behind r (for /health

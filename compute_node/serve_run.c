@@ -123,7 +123,8 @@ int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_
     lam_http_opts_t ho = {.listen = c->http_listen, .port = c->http_port, .api_key = c->api_key,
                           .model_name = c->model_name, .max_body = c->max_body,
                           .max_conns = c->max_seqs + c->max_queue + 64, .ctx = c->ctx,
-                          .default_max_tokens = c->default_max_tokens, .defaults = c->defaults};
+                          .default_max_tokens = c->default_max_tokens, .defaults = c->defaults,
+                          .shutdown_flag = &g_signals};
     if (lam_http_start(&ho, sv, tok, r, n_nodes, mx, &h) != LAM_OK)
         goto done;
     const char *addr = lam_http_addr(h);

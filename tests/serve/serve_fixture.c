@@ -145,3 +145,17 @@ const char *sf_reply_text(const json_t *reply)
         t = json_object_get(json_object_get(c, "message"), "content");
     return json_string_value(t);
 }
+
+bool sf_streq(const char *s, const char *want)
+{
+    if (!s)
+        printf("\n  (NULL where \"%s\" was expected)", want);
+    return s && !strcmp(s, want);
+}
+
+bool sf_str_is(const json_t *s, const char *want) { return sf_streq(json_string_value(s), want); }
+
+bool sf_error_code_is(const json_t *body, const char *want)
+{
+    return sf_str_is(json_object_get(json_object_get(body, "error"), "code"), want);
+}

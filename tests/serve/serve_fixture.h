@@ -42,5 +42,10 @@ double sf_metric(int port, const char *series);
 
 /* The text a chat or completion reply carries (choices[0]). */
 const char *sf_reply_text(const json_t *reply);
+/* NULL-safe string checks for assertions: s equals want; the error body's
+ * code equals want. */
+bool sf_streq(const char *s, const char *want);
+bool sf_str_is(const json_t *s, const char *want);
+bool sf_error_code_is(const json_t *body, const char *want);
 
 #endif
