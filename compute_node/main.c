@@ -19,7 +19,7 @@
 #include "compute_node/mono_cuda.h"
 #include "compute_node/sched.h"
 #include "compute_node/serve_run.h"
-#include "proto/auth.h"
+#include "compute_node/stack.h"
 
 #include <errno.h>
 #include <omp.h>
@@ -243,37 +243,23 @@ static void rr_done(void *ud, int req, lam_status_t st)
 static int run_remote(const opts_t *o, const lam_sampler_params_t *sp, const lam_gguf_t *g, const lam_model_t *m,
                       const lam_tok_t *tok, const int32_t *ids, int n_ids)
 {
-    char token[512], why[256];
-    lam_remote_addr_t addrs[64];
-    int n_nodes = lam_remote_parse_addrs(o->attention, addrs, 64, why, sizeof why);
-    if (n_nodes < 0) {
-        lam_log_error("--attention: %s", why);
-        return 2;
-    }
-    if (lam_auth_load_token(o->token_file, token, sizeof token) != LAM_OK)
-        return 2;
     int rc = 1;
-    lam_backend_t *be = NULL;
-    lam_remote_t *r = NULL;
-    lam_pipe_t *p = NULL;
+    lam_stack_t sk = {0};
     lam_sched_t *sc = NULL;
-    lam_remote_opts_t ro = {.n_nodes = n_nodes, .addrs = addrs, .token = token, .fingerprint = m->fingerprint,
-                            .cfg = &m->cfg, .kv_dtype = o->kv_dtype, .act_dtype = o->wire_dtype,
-                            .max_tokens = o->batch, .max_seqs = 16, .timeout_ms = o->attn_timeout_ms,
-                            .spin_us = o->spin_us};
-    lam_pipe_opts_t po = {.max_tokens = o->batch, .max_seqs = 16};
+    lam_stack_cfg_t kc = {.attention = o->attention, .token_file = o->token_file, .kv_dtype = o->kv_dtype,
+                          .wire_dtype = o->wire_dtype, .batch = o->batch, .max_seqs = 16,
+                          .attn_timeout_ms = o->attn_timeout_ms, .connect_timeout_ms = o->connect_timeout_ms,
+                          .spin_us = o->spin_us, .cuda = o->device == DEVICE_CUDA, .gguf = g};
     lam_sched_opts_t so = {.max_seqs = 16, .max_queue = 16, .chunk = o->batch, .max_step_tokens = o->batch,
                            .max_ctx = o->ctx, .queue_timeout_s = o->connect_timeout_ms / 1000.0};
     remote_run_t run = {{tok}, LAM_ERR_TIMEOUT, 0};
     lam_sched_hooks_t hooks = {rr_token, rr_done, rr_eog, &run};
-    lam_backend_cuda_opts_t bo = {.gguf = g};
-    lam_status_t bst = o->device == DEVICE_CUDA ? lam_backend_cuda_create(m, &bo, &be)
-                                                : lam_backend_cpu_create(m, false, &be);
-    if (bst != LAM_OK || lam_remote_create(&ro, &r) != LAM_OK)
+    lam_stack_err_t ke = lam_stack_open(&kc, m, &sk);
+    if (ke != LAM_STACK_OK) {
+        rc = ke == LAM_STACK_BAD_ARGS ? 2 : 1;
         goto done;
-    if (lam_remote_wait_ready(r, o->connect_timeout_ms) != LAM_OK)
-        goto done;
-    if (lam_pipe_create(be, r, &po, &p) != LAM_OK || lam_sched_create(p, r, m->cfg.vocab, &so, &hooks, &sc) != LAM_OK)
+    }
+    if (lam_sched_create(sk.p, sk.r, m->cfg.vocab, &so, &hooks, &sc) != LAM_OK)
         goto done;
     if (lam_sched_submit(sc, ids, n_ids, o->max_new, sp) < 0)
         goto done;
@@ -288,16 +274,14 @@ static int run_remote(const opts_t *o, const lam_sampler_params_t *sp, const lam
         lam_log_error("generation failed: %s", lam_status_str(run.status));
         goto done;
     }
-    const lam_pipe_stats_t *ps = lam_pipe_stats(p);
+    const lam_pipe_stats_t *ps = lam_pipe_stats(sk.p);
     lam_log_info("%d prompt + %d generated tokens in %.2f s over %d attention node(s); %ld steps, dense %.2f s, "
                  "waiting for attention %.2f s",
-                 n_ids, run.n_out, dt, n_nodes, ps->steps, ps->dense_s, ps->wait_s);
+                 n_ids, run.n_out, dt, sk.n_nodes, ps->steps, ps->dense_s, ps->wait_s);
     rc = 0;
 done:
     lam_sched_destroy(sc);
-    lam_pipe_destroy(p);
-    lam_remote_destroy(r);
-    lam_backend_destroy(be);
+    lam_stack_close(&sk);
     return rc;
 }
 

@@ -1,13 +1,9 @@
 #include "compute_node/serve_run.h"
 #include "common/log.h"
 #include "common/notify.h"
-#include "compute_node/backend.h"
-#include "compute_node/backend_cuda.h"
 #include "compute_node/http.h"
-#include "compute_node/pipeline.h"
-#include "compute_node/remote.h"
 #include "compute_node/serve.h"
-#include "proto/auth.h"
+#include "compute_node/stack.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -75,15 +71,6 @@ static void tick(void *ud)
 
 int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_t *tok)
 {
-    char token[512], why[256];
-    lam_remote_addr_t addrs[64];
-    int n_nodes = lam_remote_parse_addrs(c->attention, addrs, 64, why, sizeof why);
-    if (n_nodes < 0) {
-        lam_log_error("--attention: %s", why);
-        return 2;
-    }
-    if (lam_auth_load_token(c->token_file, token, sizeof token) != LAM_OK)
-        return 2;
     /* handlers only count; the serving loop's tick acts */
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -94,64 +81,55 @@ int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_
 
     int rc = 1;
     lam_metrics_t *mx = NULL;
-    lam_backend_t *be = NULL;
-    lam_remote_t *r = NULL;
-    lam_pipe_t *p = NULL;
+    lam_stack_t sk = {0};
     lam_serve_t *sv = NULL;
     lam_http_t *h = NULL;
     if (lam_metrics_create(10, &mx) != LAM_OK)
         goto done;
-    lam_remote_opts_t ro = {.n_nodes = n_nodes, .addrs = addrs, .token = token, .fingerprint = m->fingerprint,
-                            .cfg = &m->cfg, .kv_dtype = c->kv_dtype, .act_dtype = c->wire_dtype,
-                            .max_tokens = c->batch, .max_seqs = c->max_seqs, .timeout_ms = c->attn_timeout_ms,
-                            .spin_us = c->spin_us, .on_exchange = lam_metrics_exchange, .exchange_ud = mx};
-    lam_pipe_opts_t po = {.max_tokens = c->batch, .max_seqs = c->max_seqs};
-    lam_serve_opts_t so = {.max_seqs = c->max_seqs, .max_queue = c->max_queue, .chunk = c->batch,
-                           .max_step_tokens = c->batch, .max_ctx = c->ctx, .threads = c->threads};
-    lam_backend_cuda_opts_t bo = {.gguf = c->gguf};
-    if ((c->cuda ? lam_backend_cuda_create(m, &bo, &be) : lam_backend_cpu_create(m, false, &be)) != LAM_OK)
-        goto done;
-    if (lam_remote_create(&ro, &r) != LAM_OK) {
-        rc = 2;
+    lam_stack_cfg_t kc = {.attention = c->attention, .token_file = c->token_file, .kv_dtype = c->kv_dtype,
+                          .wire_dtype = c->wire_dtype, .batch = c->batch, .max_seqs = c->max_seqs,
+                          .attn_timeout_ms = c->attn_timeout_ms, .connect_timeout_ms = c->connect_timeout_ms,
+                          .spin_us = c->spin_us, .cuda = c->cuda, .gguf = c->gguf, .notify = true,
+                          .on_exchange = lam_metrics_exchange, .exchange_ud = mx};
+    lam_stack_err_t ke = lam_stack_open(&kc, m, &sk);
+    if (ke != LAM_STACK_OK) {
+        rc = ke == LAM_STACK_FAILED ? 1 : 2;
         goto done;
     }
-    lam_notify_status("Connecting to %d attention node(s)", n_nodes);
-    if (lam_remote_wait_ready(r, c->connect_timeout_ms) != LAM_OK)
-        goto done;
-    if (lam_pipe_create(be, r, &po, &p) != LAM_OK || lam_serve_create(p, r, tok, m->cfg.vocab, &so, mx, &sv) != LAM_OK)
+    lam_serve_opts_t so = {.max_seqs = c->max_seqs, .max_queue = c->max_queue, .chunk = c->batch,
+                           .max_step_tokens = c->batch, .max_ctx = c->ctx, .threads = c->threads};
+    if (lam_serve_create(sk.p, sk.r, tok, m->cfg.vocab, &so, mx, &sv) != LAM_OK)
         goto done;
     lam_http_opts_t ho = {.listen = c->http_listen, .port = c->http_port, .api_key = c->api_key,
                           .model_name = c->model_name, .max_body = c->max_body,
                           .max_conns = c->max_seqs + c->max_queue + 64, .ctx = c->ctx,
                           .default_max_tokens = c->default_max_tokens, .defaults = c->defaults,
                           .shutdown_flag = &g_signals};
-    if (lam_http_start(&ho, sv, tok, r, n_nodes, mx, &h) != LAM_OK)
+    if (lam_http_start(&ho, sv, tok, sk.r, sk.n_nodes, mx, &h) != LAM_OK)
         goto done;
     const char *addr = lam_http_addr(h);
     bool v6 = strchr(addr, ':') != NULL;
     printf("lamina-compute-node: http listening on %s%s%s:%d\n", v6 ? "[" : "", addr, v6 ? "]" : "", lam_http_port(h));
     fflush(stdout);
     lam_log_info("serving '%s' on http://%s%s%s:%d with %d attention node(s); up to %d sequences, %d queued",
-                 c->model_name, v6 ? "[" : "", addr, v6 ? "]" : "", lam_http_port(h), n_nodes, c->max_seqs,
+                 c->model_name, v6 ? "[" : "", addr, v6 ? "]" : "", lam_http_port(h), sk.n_nodes, c->max_seqs,
                  c->max_queue);
     lam_notify_ready_status("Serving %s on %s:%d", c->model_name, addr, lam_http_port(h));
 
     /* the dense work runs here, on the main thread (serve.h says why) */
-    run_state_t st = {.c = c, .h = h, .sv = sv, .r = r};
+    run_state_t st = {.c = c, .h = h, .sv = sv, .r = sk.r};
     lam_serve_loop(sv, 100, tick, &st);
     /* the last replies (a final SSE event, an error body) still go out */
     for (double t_end = lam_now_s() + 2.0; lam_http_busy(h) > 0 && lam_now_s() < t_end;)
         nap_ms(10);
-    const lam_pipe_stats_t *ps = lam_pipe_stats(p);
+    const lam_pipe_stats_t *ps = lam_pipe_stats(sk.p);
     lam_log_info("served %ld steps, %ld tokens: %.2f s in steps, dense %.2f s, waiting for attention %.2f s",
                  ps->steps, ps->tokens, ps->step_s, ps->dense_s, ps->wait_s);
     rc = 0;
 done:
     lam_http_stop(h); /* joins the connection threads: no handle outlives the loop */
     lam_serve_destroy(sv);
-    lam_pipe_destroy(p);
-    lam_remote_destroy(r);
-    lam_backend_destroy(be);
+    lam_stack_close(&sk);
     lam_metrics_destroy(mx);
     if (rc == 0)
         lam_log_info("shut down cleanly");
