@@ -53,6 +53,24 @@ int sf_start_compute(lam_proc_t *p, int an_port, const char *const *extra)
     return lam_proc_start(p, LAM_COMPUTE_NODE_BIN, args, 120.0);
 }
 
+int sf_suite_start(lam_proc_t *an, lam_proc_t *cn, bool *skip, const char *const *extra)
+{
+    if (!sf_init(skip))
+        return *skip ? 0 : -1;
+    if (sf_start_attention(an, 0) != 0 || sf_start_compute(cn, an->port, extra) != 0)
+        return -1;
+    return 0;
+}
+
+int sf_suite_stop(lam_proc_t *an, lam_proc_t *cn)
+{
+    if (cn->pid > 0)
+        lam_proc_stop(cn, 0);
+    if (an->pid > 0)
+        lam_proc_stop(an, 0);
+    return 0;
+}
+
 int sf_wait_exit(lam_proc_t *p, double timeout_s)
 {
     double deadline = lam_now_s() + timeout_s;

@@ -25,6 +25,13 @@ int sf_start_attention(lam_proc_t *an, int port);
  * at port an_port, with --model-name SF_MODEL_NAME, --api-key-file and the
  * extra arguments (NULL-terminated, may be NULL). p->port is the HTTP port. */
 int sf_start_compute(lam_proc_t *p, int an_port, const char *const *extra);
+/* A suite's setup, for CUnit's init hook: sf_init, an attention node on
+ * any port, and a compute node against it with the extra arguments. 0, or
+ * -1 on failure; 0 with *skip set when the model is missing and that is
+ * allowed (the tests then return at once). */
+int sf_suite_start(lam_proc_t *an, lam_proc_t *cn, bool *skip, const char *const *extra);
+/* Stops what sf_suite_start started, compute node first; returns 0. */
+int sf_suite_stop(lam_proc_t *an, lam_proc_t *cn);
 /* Waits up to timeout_s for the process to exit by itself; returns its
  * wait status, or -1 (then it is killed). */
 int sf_wait_exit(lam_proc_t *p, double timeout_s);

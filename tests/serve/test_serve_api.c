@@ -498,24 +498,17 @@ static void test_attention_node_lost(void)
 static int suite_init(void)
 {
     g_quick = getenv("LAMINA_TEST_QUICK") != NULL;
-    if (!sf_init(&g_skip))
-        return g_skip ? 0 : -1;
     char ctx[16];
     snprintf(ctx, sizeof ctx, "%d", g_ctx);
     const char *extra[] = {"--ctx", ctx, "--max-body", "64K", "--max-tokens", "32", NULL};
-    if (sf_start_attention(&g_an, 0) != 0 || sf_start_compute(&g_cn, g_an.port, extra) != 0)
-        return -1;
+    int rc = sf_suite_start(&g_an, &g_cn, &g_skip, extra);
     g_port = g_cn.port;
-    return 0;
+    return rc;
 }
 
 static int suite_clean(void)
 {
-    if (g_cn.pid > 0)
-        lam_proc_stop(&g_cn, 0);
-    if (g_an.pid > 0)
-        lam_proc_stop(&g_an, 0);
-    return 0;
+    return sf_suite_stop(&g_an, &g_cn);
 }
 
 int main(void)
