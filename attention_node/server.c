@@ -450,12 +450,7 @@ static void on_stats(an_conn_t *k, const lam_msg_t *m)
 static void on_peer_error(an_conn_t *k, const lam_msg_t *m)
 {
     char text[LAM_WIRE_MAX_ERROR_TEXT + 1];
-    uint32_t n = m->u.error.msg_len < LAM_WIRE_MAX_ERROR_TEXT ? m->u.error.msg_len : LAM_WIRE_MAX_ERROR_TEXT;
-    for (uint32_t i = 0; i < n; i++) { /* peer text goes into our log: printable only */
-        char ch = m->u.error.msg[i];
-        text[i] = ch >= 0x20 && ch < 0x7f ? ch : '?';
-    }
-    text[n] = '\0';
+    lam_wire_error_text(m, text);
     lam_log_warn("attention node: %s reports %s (%d): %s", k->peer, lam_status_str((lam_status_t)m->u.error.code),
                  m->u.error.code, text);
 }

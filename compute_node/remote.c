@@ -390,13 +390,9 @@ static void cb_msg(void *ud, lam_conn_t *c, const void *buf, size_t len)
         break;
     case LAM_MSG_ERROR: {
         /* A node sends ERROR when it refuses the connection, and closes it
-         * soon after: fail what is in flight now, not at the deadline. The
-         * text is the peer's: printable characters only into our log. */
+         * soon after: fail what is in flight now, not at the deadline. */
         char text[LAM_WIRE_MAX_ERROR_TEXT + 1];
-        uint32_t tl = msg.u.error.msg_len < LAM_WIRE_MAX_ERROR_TEXT ? msg.u.error.msg_len : LAM_WIRE_MAX_ERROR_TEXT;
-        for (uint32_t i = 0; i < tl; i++)
-            text[i] = msg.u.error.msg[i] >= 0x20 && msg.u.error.msg[i] < 0x7f ? msg.u.error.msg[i] : '?';
-        text[tl] = '\0';
+        lam_wire_error_text(&msg, text);
         lam_log_error("remote: attention node %d (%s) reports: %s: %s", n->idx, n->peer,
                       lam_status_str((lam_status_t)msg.u.error.code), text);
         drop_node(r, n, c, LAM_ERR_CONN_CLOSED);

@@ -418,6 +418,16 @@ size_t lam_wire_error_size(size_t msg_len)
     return HDR_SIZE + sizeof(lam_wire_error_t) + msg_len;
 }
 
+void lam_wire_error_text(const lam_msg_t *m, char out[LAM_WIRE_MAX_ERROR_TEXT + 1])
+{
+    uint32_t n = m->u.error.msg_len < LAM_WIRE_MAX_ERROR_TEXT ? m->u.error.msg_len : LAM_WIRE_MAX_ERROR_TEXT;
+    for (uint32_t i = 0; i < n; i++) {
+        char ch = m->u.error.msg[i];
+        out[i] = ch >= 0x20 && ch < 0x7f ? ch : '?';
+    }
+    out[n] = '\0';
+}
+
 size_t lam_wire_put_error(void *buf, uint32_t tag, int32_t code, const char *msg)
 {
     /* strnlen: the text may be longer than what goes on the wire, or not

@@ -222,6 +222,10 @@ typedef struct lam_msg {
  * LAM_ERR_PROTO_VERSION or LAM_ERR_PROTO; *out is then unspecified. */
 lam_status_t lam_wire_decode(const void *buf, size_t len, lam_msg_t *out, char *why, size_t why_len);
 
+/* The text of a decoded ERROR message, fit for a log line: the peer's bytes
+ * with everything but printable ASCII as '?', NUL-terminated. */
+void lam_wire_error_text(const lam_msg_t *m, char out[LAM_WIRE_MAX_ERROR_TEXT + 1]);
+
 /* Encoding. Each *_size function returns the whole message size (header
  * included), or 0 if the arguments exceed the protocol limits. Writers fill
  * a caller-provided buffer of at least that size and return the message

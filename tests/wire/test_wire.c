@@ -371,8 +371,14 @@ static void roundtrip_var(rng_t *r, unsigned iter)
     CU_ASSERT(d.type == LAM_MSG_ERROR && d.tag == tag && d.u.error.code == code);
     CU_ASSERT(d.u.error.msg_len == kept && d.u.error.msg == (const char *)m.buf + 24);
     CU_ASSERT(memcmp(d.u.error.msg, text, kept) == 0);
+    char shown[LAM_WIRE_MAX_ERROR_TEXT + 1];
+    lam_wire_error_text(&d, shown); /* printable text is shown as sent */
+    CU_ASSERT(strlen(shown) == kept && memcmp(shown, text, kept) == 0);
     msg_free(&m);
     free(text);
+    lam_msg_t ctl = {.type = LAM_MSG_ERROR, .u.error = {.code = code, .msg_len = 6, .msg = "a\x1b[2J\x7f"}};
+    lam_wire_error_text(&ctl, shown); /* control bytes never reach a log line */
+    CU_ASSERT_STRING_EQUAL(shown, "a?[2J?");
 
     /* SEQ_RELEASE: random nonzero ids, occasionally many. */
     uint32_t n_seq = rnd_in(r, 1, iter % 32 == 0 ? LAM_WIRE_MAX_RELEASE : 100);
