@@ -380,6 +380,7 @@ static void on_attn(an_conn_t *k, const lam_msg_t *m)
     lam_an_exec_t *x = s->exec;
     uint8_t *o = b->data + res.o;
     uint32_t r = 0;
+    uint64_t t0 = now_ns(); /* attention time: KV append and the kernel */
     x->i->begin(x, layer, h->dtype);
     for (int i = 0; i < h->n_seq; i++) {
         lam_wire_seq_t e;
@@ -403,7 +404,6 @@ static void on_attn(an_conn_t *k, const lam_msg_t *m)
         o += e.n_tok * qrow * esz;
     }
 
-    uint64_t t0 = now_ns();
     lam_status_t st = x->i->run(x);
     s->stats.attn_ns += now_ns() - t0;
     if (st != LAM_OK) {

@@ -93,7 +93,7 @@ static const lam_cfg_opt_t OPTIONS[] = {
     OPT("connect-timeout", 0, LAM_CFG_INT, connect_timeout_ms, "10000", 1, 3600000, "MS",
         "how long to wait for the attention nodes at start"),
     OPT("spin-us", 0, LAM_CFG_INT, spin_us, "0", 0, 1000000, "N",
-        "poll for attention results this long before sleeping"),
+        "poll the network for attention results from the compute thread this long before sleeping"),
     OPT("threads", 't', LAM_CFG_INT, threads, NULL, 0, 4096, "N", "OpenMP threads (0: all cores)"),
     OPT("ctx", 'c', LAM_CFG_INT, ctx, "2048", 2, 1 << 24, "N", "context length per sequence (prompt + generated)"),
     OPT("batch", 0, LAM_CFG_INT, batch, "256", 1, 1 << 16, "N",

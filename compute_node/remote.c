@@ -66,6 +66,7 @@ struct lam_remote {
     bool closing;                     /* lam_remote_destroy: connection losses are expected */
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_mutex_t wmu;              /* the UCX worker and everything below: whoever runs a round */
     node_t *nodes;
     atomic_int n_up;
     atomic_uint_fast64_t epoch;
@@ -75,6 +76,7 @@ struct lam_remote {
     int rel_n, rel_cap;
     atomic_bool want_stats;
     atomic_int fin[2];                /* micro-batch finished (DONE or FAILED): lets wait spin */
+    bool muted;                       /* UCX activity does not wake the comm thread (compute thread's) */
 };
 
 static void wake(lam_remote_t *r)
@@ -539,27 +541,55 @@ static void pump_timers(lam_remote_t *r, double now)
     }
 }
 
+/* One round of network work; the caller holds wmu. */
+static int comm_round(lam_remote_t *r, double now)
+{
+    pump_timers(r, now);
+    pump_submissions(r);
+    pump_releases(r);
+    return lam_net_progress(r->net);
+}
+
+/* The compute thread runs a round itself if the comm thread is not in one:
+ * sends go out and answers are taken in without a thread hand-off. Returns
+ * false if the worker was busy. */
+static bool inline_round(lam_remote_t *r)
+{
+    if (pthread_mutex_trylock(&r->wmu) != 0)
+        return false;
+    pump_submissions(r); /* timers and releases are the comm thread's */
+    lam_net_progress(r->net);
+    pthread_mutex_unlock(&r->wmu);
+    return true;
+}
+
+/* Compute thread only. */
+static void set_muted(lam_remote_t *r, bool mute)
+{
+    if (r->muted != mute) {
+        lam_net_mute(r->net, mute);
+        r->muted = mute;
+    }
+}
+
 static void *comm_main(void *arg)
 {
     lam_remote_t *r = arg;
-    double last = 0.0;
+    pthread_mutex_lock(&r->wmu);
     while (!atomic_load(&r->stop)) {
         uint64_t v;
         bool woken = false;
         while (read(r->efd, &v, sizeof v) > 0)
             woken = true;
-        double now = lam_now_s();
-        pump_timers(r, now);
-        pump_submissions(r);
-        pump_releases(r);
-        if (lam_net_progress(r->net) > 0 || woken)
-            last = now;
-        else if (now - last > r->o.spin_us * 1e-6)
-            lam_net_wait(r->net, 20); /* idle: sleep until UCX or a submission wakes us */
+        /* idle: sleep until UCX or a submission wakes us; a compute thread
+         * that waits for its answers polls the worker itself meanwhile */
+        if (comm_round(r, lam_now_s()) == 0 && !woken)
+            lam_net_wait_unlocking(r->net, 20, &r->wmu);
     }
     /* leave no released sequence behind on the nodes */
     pump_releases(r);
     lam_net_flush(r->net, 500);
+    pthread_mutex_unlock(&r->wmu);
     return NULL;
 }
 
@@ -630,6 +660,7 @@ void lam_remote_destroy(lam_remote_t *r)
     free(r->relq);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->wmu);
     free(r);
 }
 
@@ -656,6 +687,7 @@ lam_status_t lam_remote_create(const lam_remote_opts_t *o, lam_remote_t **out)
     r->efd = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    pthread_mutex_init(&r->wmu, NULL);
     if (r->o.timeout_ms <= 0)
         r->o.timeout_ms = 30000;
     if (r->o.reconnect_ms <= 0)
@@ -708,7 +740,7 @@ lam_status_t lam_remote_create(const lam_remote_opts_t *o, lam_remote_t **out)
     }
     r->max_msg = biggest + 4096;
     if (st == LAM_OK) {
-        lam_net_opts_t no = {.max_msg = r->max_msg, .n_recv_bufs = 2 * o->n_nodes + 4};
+        lam_net_opts_t no = {.max_msg = r->max_msg, .n_recv_bufs = 2 * o->n_nodes + 4, .shared = 1};
         lam_net_cbs_t cbs = {.on_connect = cb_connect, .on_msg = cb_msg, .on_close = cb_close, .ud = r};
         st = lam_net_create(&no, &cbs, &r->net);
     }
@@ -788,17 +820,35 @@ lam_status_t lam_remote_submit(lam_remote_t *r, int mb, uint64_t step, int layer
     memset(s->st_buf, 0, (size_t)n_seq * sizeof *s->st_buf);
     atomic_store(&r->fin[mb], 0);
     s->state = MB_SUBMITTED;
+    bool other = r->mb[!mb].state == MB_SUBMITTED || r->mb[!mb].state == MB_SENT;
     pthread_mutex_unlock(&r->mu);
-    wake(r);
+    if (other)
+        set_muted(r, false); /* the other micro-batch needs progress while we compute */
+    if (!inline_round(r))
+        wake(r); /* the comm thread is in a round; make sure it runs another */
     return LAM_OK;
 }
 
 lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
 {
     /* results usually land within tens of microseconds of each other
-     * between layers: spin briefly before sleeping on the condition */
+     * between layers: poll the network from this thread for a while
+     * before sleeping on the condition */
     double t_end = lam_now_s() + r->o.spin_us * 1e-6;
-    while (!atomic_load(&r->fin[mb]) && lam_now_s() < t_end) {
+    if (!atomic_load(&r->fin[mb]) && r->o.spin_us > 0) {
+        /* keep the sleeping comm thread from waking for the answer: on
+         * shared cores its wake-up would cost more than the round trip */
+        set_muted(r, true);
+        while (!atomic_load(&r->fin[mb]) && lam_now_s() < t_end)
+            inline_round(r);
+        /* stay muted while this thread keeps coming back for its answers
+         * (one micro-batch at a time); the comm thread still runs a round
+         * every 20 ms and whenever it is woken for releases or stats */
+        pthread_mutex_lock(&r->mu);
+        bool other = r->mb[!mb].state == MB_SUBMITTED || r->mb[!mb].state == MB_SENT;
+        pthread_mutex_unlock(&r->mu);
+        if (other || !atomic_load(&r->fin[mb]))
+            set_muted(r, false);
     }
     pthread_mutex_lock(&r->mu);
     mb_slot_t *s = &r->mb[mb];

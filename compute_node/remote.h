@@ -1,11 +1,13 @@
 /* The compute node's side of attention offload: connections to N attention
  * nodes (node i holds shard i: KV heads [i·n_kv/N, (i+1)·n_kv/N) and their
- * query heads), driven by one communication thread that owns the UCX
- * worker. The compute thread hands it a micro-batch's q/k/v for one layer
- * (lam_remote_submit) and later collects the attention output
+ * query heads). The compute thread submits a micro-batch's q/k/v for one
+ * layer (lam_remote_submit) and later collects the attention output
  * (lam_remote_wait); in between it is free to run the other micro-batch's
- * dense work while the comm thread packs, sends, progresses UCX and
- * unpacks the replies.
+ * dense work. The UCX worker is shared under a lock: lam_remote_submit packs
+ * and sends from the calling thread when the worker is free, lam_remote_wait
+ * polls it for up to spin_us, and a communication thread, asleep on the
+ * worker's event fd otherwise, takes in answers that arrive while the
+ * compute thread is busy, reconnects, and runs timers.
  *
  * Failure model: if a node's connection drops (or it misses the result
  * deadline) every micro-batch in flight fails with LAM_ERR_CONN_CLOSED
@@ -46,9 +48,11 @@ typedef struct lam_remote_opts {
     int max_seqs;                   /* sequences per micro-batch */
     int timeout_ms;                 /* per-layer result deadline (default 30000) */
     int reconnect_ms;               /* retry period for lost nodes (default 500) */
-    int spin_us;                    /* poll this long after the last event before sleeping
-                                       (wake-up latency vs CPU; 0: always sleep) */
-    /* optional, for metrics: called on the comm thread when every node has
+    int spin_us;                    /* lam_remote_wait polls the network from the calling
+                                       thread this long before sleeping (wake-up latency
+                                       vs CPU; 0: always sleep) */
+    /* optional, for metrics: called on the thread running the network (the
+     * comm thread, or one inside lam_remote_submit/wait) when every node has
      * answered a micro-batch, with the time from lam_remote_submit to the
      * last answer; must be cheap and must not call back into lam_remote */
     void (*on_exchange)(void *ud, int layer, double seconds);
@@ -81,7 +85,7 @@ uint64_t lam_remote_epoch(lam_remote_t *r);
 
 /* Starts micro-batch mb (0 or 1) of one layer: q [n_tok][n_heads*head_dim],
  * k, v [n_tok][n_kv_heads*head_dim] in f32, rows in seqs order; the output
- * o [n_tok][n_heads*head_dim] (f32) is written by the comm thread as the
+ * o [n_tok][n_heads*head_dim] (f32) is written by the network thread as the
  * nodes answer. seqs, q, k, v must stay unchanged, and o untouched, until
  * lam_remote_wait(mb) returns. Fails at once (LAM_ERR_CONN_CLOSED) if a
  * node is down. */

@@ -778,7 +778,7 @@ lam_status_t lam_net_create(const lam_net_opts_t *o, const lam_net_cbs_t *cbs, l
 
     ucp_worker_params_t wp = {
         .field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
-        .thread_mode = UCS_THREAD_MODE_SINGLE,
+        .thread_mode = o->shared ? UCS_THREAD_MODE_SERIALIZED : UCS_THREAD_MODE_SINGLE,
     };
     NET_UCS_CHECK(ucp_worker_create(n->ctx, &wp, &n->worker), goto err_cleanup_ctx);
 
@@ -805,6 +805,7 @@ lam_status_t lam_net_create(const lam_net_opts_t *o, const lam_net_cbs_t *cbs, l
 
     int wfd;
     NET_UCS_CHECK(ucp_worker_get_efd(n->worker, &wfd), goto err_unmap_memh);
+    n->wfd = wfd;
     n->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (n->epfd < 0) {
         lam_log_error("net: epoll_create1: %s", strerror(errno));
@@ -1043,12 +1044,14 @@ void lam_net_close(lam_conn_t *c, lam_status_t why)
         net_conn_start_close(c, why, c->ev_failed);
 }
 
-lam_status_t lam_net_wait(lam_net_t *n, int timeout_ms)
+/* Arms the worker for a sleep: 1 = may sleep, 0 = work is pending (the
+ * caller should progress), -1 = error. */
+static int net_arm(lam_net_t *n)
 {
     ucs_status_t st;
     for (int tries = 0;; tries++) {
         if (n->work)
-            return LAM_OK;
+            return 0;
         st = ucp_worker_arm(n->worker);
         if (st != UCS_ERR_BUSY)
             break;
@@ -1057,11 +1060,16 @@ lam_status_t lam_net_wait(lam_net_t *n, int timeout_ms)
          * callbacks only queue work) and arm again; if real work turns up, or
          * the worker stays busy, return so the caller progresses. */
         if (tries == 3)
-            return LAM_OK;
+            return 0;
         for (int i = 0; i < 64 && ucp_worker_progress(n->worker); i++)
             ;
     }
-    NET_UCS_CHECK(st, return LAM_ERR_NET);
+    NET_UCS_CHECK(st, return -1);
+    return 1;
+}
+
+static lam_status_t net_sleep(lam_net_t *n, int timeout_ms)
+{
     struct epoll_event evs[8];
     int rc = epoll_wait(n->epfd, evs, 8, timeout_ms);
     if (rc < 0 && errno != EINTR) {
@@ -1069,6 +1077,30 @@ lam_status_t lam_net_wait(lam_net_t *n, int timeout_ms)
         return LAM_ERR_NET;
     }
     return LAM_OK;
+}
+
+lam_status_t lam_net_wait(lam_net_t *n, int timeout_ms)
+{
+    int a = net_arm(n);
+    return a < 0 ? LAM_ERR_NET : a == 0 ? LAM_OK : net_sleep(n, timeout_ms);
+}
+
+lam_status_t lam_net_wait_unlocking(lam_net_t *n, int timeout_ms, pthread_mutex_t *mu)
+{
+    int a = net_arm(n);
+    if (a <= 0)
+        return a < 0 ? LAM_ERR_NET : LAM_OK;
+    pthread_mutex_unlock(mu);
+    lam_status_t st = net_sleep(n, timeout_ms);
+    pthread_mutex_lock(mu);
+    return st;
+}
+
+void lam_net_mute(lam_net_t *n, int mute)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = n->wfd};
+    /* fails only if already in that state */
+    (void)epoll_ctl(n->epfd, mute ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, n->wfd, &ev);
 }
 
 lam_status_t lam_net_watch_fd(lam_net_t *n, int fd)

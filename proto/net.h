@@ -1,7 +1,9 @@
 /* Message transport over UCX active messages.
  *
- * One lam_net_t owns a UCX context and worker and is used by one thread only
- * (UCS_THREAD_MODE_SINGLE). It can listen on a socket address, connect to
+ * One lam_net_t owns a UCX context and worker and is used by one thread at a
+ * time: by one thread only (UCS_THREAD_MODE_SINGLE), or, with opts.shared,
+ * by several threads that take turns under a mutex of the caller's
+ * (UCS_THREAD_MODE_SERIALIZED; see lam_net_wait_unlocking). It can listen on a socket address, connect to
  * one, and send and receive whole messages (byte buffers, at most max_msg
  * bytes). Receiving goes into a pool of preallocated buffers registered with
  * UCX (ucp_mem_map): eager messages are copied there, rendezvous messages
@@ -19,6 +21,7 @@
 #ifndef LAM_PROTO_NET_H
 #define LAM_PROTO_NET_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +47,7 @@ typedef struct lam_net_cbs {
 typedef struct lam_net_opts {
     size_t max_msg;            /* largest message sent or received */
     int n_recv_bufs;           /* receive pool size (buffers of max_msg bytes) */
+    int shared;                /* several threads take turns (serialized worker) */
 } lam_net_opts_t;
 
 /* Send completion: st is LAM_OK or the reason the message was not delivered. */
@@ -78,6 +82,16 @@ int lam_net_progress(lam_net_t *n);
 /* Sleeps until UCX has work, a watched fd is readable, or timeout_ms passes
  * (-1: no limit). Returns at once if work is already pending. */
 lam_status_t lam_net_wait(lam_net_t *n, int timeout_ms);
+
+/* lam_net_wait for a shared lam_net_t: the caller holds mu, which is
+ * released while sleeping (so that other threads may progress meanwhile)
+ * and held again on return. */
+lam_status_t lam_net_wait_unlocking(lam_net_t *n, int timeout_ms, pthread_mutex_t *mu);
+
+/* mute = 1: UCX activity no longer ends lam_net_wait (only watched fds and
+ * the timeout do), for while another thread polls a shared worker itself;
+ * mute = 0 undoes it. Thread-safe against a lam_net_wait in progress. */
+void lam_net_mute(lam_net_t *n, int mute);
 
 /* Adds fd to the wait set (EPOLLIN). */
 lam_status_t lam_net_watch_fd(lam_net_t *n, int fd);

@@ -138,6 +138,7 @@ struct lam_net {
     ucp_worker_h worker;
     ucp_listener_h listener;
     int epfd;
+    int wfd;                   /* the worker's event fd, in epfd unless muted */
 
     /* receive pool: n_recv_bufs buffers of `stride` bytes, one mapping */
     uint8_t *pool;

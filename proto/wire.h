@@ -162,7 +162,7 @@ typedef struct LAM_WIRE_PACKED lam_wire_stats {
     uint64_t n_seqs;
     uint64_t attn_msgs;        /* ATTN messages served */
     uint64_t attn_tokens;
-    uint64_t attn_ns;          /* time inside the attention kernel */
+    uint64_t attn_ns;          /* time appending K/V and running the attention kernel */
     uint64_t bad_msgs;         /* rejected messages, all peers */
 } lam_wire_stats_t;
 

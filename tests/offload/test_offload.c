@@ -41,6 +41,7 @@ static int32_t *g_prompt[N_SEQ];
 static int g_n_prompt[N_SEQ];
 static int32_t *g_ref[N_SEQ];          /* reference engine's greedy continuation */
 static char g_model_path[4096];
+static int g_spin_us;                  /* --spin-us of the nodes and the compute side */
 
 /* ---- a local cluster: N attention node processes + the compute side ---- */
 
@@ -55,11 +56,12 @@ typedef struct cluster {
 
 static int start_node(cluster_t *c, int i, int port)
 {
-    char shard[32], ports[16];
+    char shard[32], ports[16], spin[16];
     snprintf(shard, sizeof shard, "%d/%d", i, c->n);
     snprintf(ports, sizeof ports, "%d", port);
+    snprintf(spin, sizeof spin, "%d", g_spin_us);
     const char *args[] = {"--model", g_model_path, "--port", ports, "--shard", shard, "--kv-dtype", c->kv,
-                          "--kv-capacity", "256M", "--threads", "1", NULL};
+                          "--kv-capacity", "256M", "--threads", "1", "--spin-us", spin, NULL};
     return lam_proc_start(&c->np[i], LAM_ATTN_NODE_BIN, args, 60.0);
 }
 
@@ -89,7 +91,8 @@ static int cluster_start(cluster_t *c, int n, const char *kv, int max_tokens)
     lam_remote_opts_t ro = {.n_nodes = n, .addrs = addrs, .token = getenv("LAMINA_CLUSTER_TOKEN"),
                             .fingerprint = g_model->fingerprint, .cfg = &g_model->cfg,
                             .kv_dtype = lam_dtype_parse(kv), .act_dtype = lam_dtype_parse(kv),
-                            .max_tokens = max_tokens, .max_seqs = N_SEQ, .timeout_ms = 60000};
+                            .max_tokens = max_tokens, .max_seqs = N_SEQ, .timeout_ms = 60000,
+                            .spin_us = g_spin_us};
     lam_pipe_opts_t po = {.max_tokens = max_tokens, .max_seqs = N_SEQ};
     if (lam_backend_cpu_create(g_model, false, &c->be) != LAM_OK || lam_remote_create(&ro, &c->r) != LAM_OK ||
         lam_remote_wait_ready(c->r, 20000) != LAM_OK || lam_pipe_create(c->be, c->r, &po, &c->p) != LAM_OK) {
@@ -193,6 +196,15 @@ static void exact_tokens(int n_nodes)
 static void test_f32_exact_one_node(void) { exact_tokens(1); }
 static void test_f32_exact_three_nodes(void) { exact_tokens(3); }
 
+/* The compute thread polls the network itself while it waits (and keeps
+ * the comm thread from waking for answers): same tokens. */
+static void test_f32_exact_polling(void)
+{
+    g_spin_us = 500;
+    exact_tokens(3);
+    g_spin_us = 0;
+}
+
 /* Teacher forcing: the prompt plus the reference continuation go in as
  * one chunk per sequence; the argmax at every position is compared. */
 static void test_f16_teacher_forced(void)
@@ -255,7 +267,7 @@ static void test_f16_teacher_forced(void)
 }
 
 /* SIGKILL one of three nodes mid-generation. */
-static void test_node_killed(void)
+static void node_killed(void)
 {
     if (g_skip)
         return;
@@ -295,6 +307,17 @@ static void test_node_killed(void)
     lam_sched_destroy(s);
     free(run);
     cluster_stop(&c);
+}
+
+static void test_node_killed(void) { node_killed(); }
+
+/* The same while the compute thread polls and the comm thread is muted:
+ * the loss must still be noticed within 2 s. */
+static void test_node_killed_polling(void)
+{
+    g_spin_us = 500;
+    node_killed();
+    g_spin_us = 0;
 }
 
 /* Configurations the compute side must refuse. */
@@ -401,8 +424,10 @@ int main(void)
     CU_pSuite s = CU_add_suite("offload", suite_init, suite_clean);
     CU_add_test(s, "f32 KV, 1 node: reference tokens", test_f32_exact_one_node);
     CU_add_test(s, "f32 KV, 3 nodes: reference tokens", test_f32_exact_three_nodes);
+    CU_add_test(s, "f32 KV, 3 nodes, compute thread polling: reference tokens", test_f32_exact_polling);
     CU_add_test(s, "f16 KV, 3 nodes: teacher-forced top-1 >= 99%", test_f16_teacher_forced);
     CU_add_test(s, "node killed mid-generation, then back", test_node_killed);
+    CU_add_test(s, "the same with the compute thread polling", test_node_killed_polling);
     CU_add_test(s, "bad configurations refused", test_bad_config);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

@@ -232,6 +232,68 @@ static int bench_memory(const bench_opts_t *o)
     return rc;
 }
 
+int bench_parse_cpus(const char *s, cpu_set_t *set)
+{
+    CPU_ZERO(set);
+    long ncpu = sysconf(_SC_NPROCESSORS_CONF);
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long a = strtol(p, &end, 10), b = a;
+        if (errno || end == p || a < 0)
+            return -1;
+        p = end;
+        if (*p == '-') {
+            b = strtol(p + 1, &end, 10);
+            if (errno || end == p + 1 || b < a)
+                return -1;
+            p = end;
+        }
+        if (b >= ncpu || b >= CPU_SETSIZE)
+            return -1;
+        for (long c = a; c <= b; c++)
+            CPU_SET((int)c, set);
+        if (*p == ',' && p[1])
+            p++;
+        else if (*p)
+            return -1;
+    }
+    return CPU_COUNT(set) > 0 ? 0 : -1;
+}
+
+int bench_start_node(const bench_opts_t *o, lam_proc_t *p, const char *bin, const char *const *args)
+{
+    cpu_set_t mine;
+    bool pin = o->node_cpus_str != NULL && sched_getaffinity(0, sizeof mine, &mine) == 0;
+    /* the child inherits the starting thread's CPUs */
+    if (pin && sched_setaffinity(0, sizeof o->node_cpus, &o->node_cpus) != 0) {
+        lam_log_error("bench: cannot run a node on CPUs %s: %s", o->node_cpus_str, strerror(errno));
+        return -1;
+    }
+    int rc = lam_proc_start(p, bin, args, 60.0);
+    if (pin)
+        sched_setaffinity(0, sizeof mine, &mine);
+    return rc;
+}
+
+int bench_node_threads(const bench_opts_t *o)
+{
+    if (o->node_cpus_str)
+        return CPU_COUNT(&o->node_cpus);
+    return o->threads > 1 ? o->threads / 2 : 1;
+}
+
+const char *bench_taskset(const bench_opts_t *o, bool node)
+{
+    static char buf[2][300];
+    const char *l = node ? o->node_cpus_str : o->compute_cpus_str;
+    if (!l)
+        return "";
+    snprintf(buf[node], sizeof buf[node], "taskset -c %s ", l);
+    return buf[node];
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: lamina-bench MODE [options]\n"
@@ -258,12 +320,21 @@ static void usage(FILE *f)
                "  serve: --clients N (16), --gen N tokens per request (64),\n"
                "         --server HOST:PORT (an existing server; default: start one)\n"
                "  gpu-e2e: --ctx LIST (4096,8192,16384,32768), --batch N sequences (4),\n"
-               "         --random-weights (random device weights of the model's shape)\n");
+               "         --random-weights (random device weights of the model's shape)\n"
+               "  attention: --page-tokens N (default: the attention node's, 16)\n"
+               "  pipeline: --batch N (default: 16, then 32)\n"
+               "  exchange, pipeline, offload:\n"
+               "         --node-cpus LIST     run the attention nodes on these CPUs (\"1\", \"8-15\")\n"
+               "         --compute-cpus LIST  run this process (the compute side) on these CPUs;\n"
+               "                              --threads defaults to their count\n"
+               "         --spin-us N          nodes and compute side poll the network this long\n"
+               "                              before sleeping (0)\n");
 }
 
 int main(int argc, char **argv)
 {
-    enum { O_NOPEER = 256, O_JSON, O_QUICK, O_CLIENTS, O_GEN, O_SERVER, O_CTX, O_BATCH, O_RANDOM };
+    enum { O_NOPEER = 256, O_JSON, O_QUICK, O_CLIENTS, O_GEN, O_SERVER, O_CTX, O_BATCH, O_RANDOM, O_NODE_CPUS,
+           O_COMPUTE_CPUS, O_SPIN, O_PAGE };
     static const struct option lopts[] = {{"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
                                           {"no-peer", no_argument, 0, O_NOPEER}, {"json", required_argument, 0, O_JSON},
                                           {"quick", no_argument, 0, O_QUICK},
@@ -273,6 +344,10 @@ int main(int argc, char **argv)
                                           {"ctx", required_argument, 0, O_CTX},
                                           {"batch", required_argument, 0, O_BATCH},
                                           {"random-weights", no_argument, 0, O_RANDOM},
+                                          {"node-cpus", required_argument, 0, O_NODE_CPUS},
+                                          {"compute-cpus", required_argument, 0, O_COMPUTE_CPUS},
+                                          {"spin-us", required_argument, 0, O_SPIN},
+                                          {"page-tokens", required_argument, 0, O_PAGE},
                                           {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bench_opts_t o = {.peer = true, .threads = omp_get_num_procs(), .clients = 16, .gen = 64};
     lam_model_default_path(o.model, sizeof o.model);
@@ -283,6 +358,7 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     optind = 2;
     int c;
+    bool threads_set = false;
     while ((c = getopt_long(argc, argv, "m:t:h", lopts, NULL)) != -1) {
         switch (c) {
         case 'm': snprintf(o.model, sizeof o.model, "%s", optarg); break;
@@ -295,11 +371,31 @@ int main(int argc, char **argv)
                 return 2;
             }
             o.threads = (int)v;
+            threads_set = true;
+            break;
+        }
+        case O_NODE_CPUS:
+        case O_COMPUTE_CPUS:
+            if (bench_parse_cpus(optarg, c == O_NODE_CPUS ? &o.node_cpus : &o.compute_cpus) != 0) {
+                fprintf(stderr, "lamina-bench: invalid CPU list '%s' (e.g. 1 or 0-3,8)\n", optarg);
+                return 2;
+            }
+            *(c == O_NODE_CPUS ? &o.node_cpus_str : &o.compute_cpus_str) = optarg;
+            break;
+        case O_SPIN: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 0 || v > 1000000) {
+                fprintf(stderr, "lamina-bench: invalid --spin-us '%s'\n", optarg);
+                return 2;
+            }
+            o.spin_us = (int)v;
             break;
         }
         case O_NOPEER: o.peer = false; break;
         case O_JSON: o.json = optarg; break;
         case O_QUICK: o.quick = true; break;
+        case O_PAGE:
         case O_CLIENTS:
         case O_BATCH:
         case O_GEN: {
@@ -309,7 +405,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "lamina-bench: invalid count '%s'\n", optarg);
                 return 2;
             }
-            *(c == O_CLIENTS ? &o.clients : c == O_BATCH ? &o.batch : &o.gen) = (int)v;
+            *(c == O_CLIENTS ? &o.clients : c == O_BATCH ? &o.batch : c == O_PAGE ? &o.page_tokens : &o.gen) = (int)v;
             break;
         }
         case O_SERVER: o.server = optarg; break;
@@ -324,6 +420,15 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "exchange") || !strcmp(mode, "pipeline") || !strcmp(mode, "offload") || !strcmp(mode, "serve") ||
         !strcmp(mode, "gpu-e2e"))
         lam_proc_reexec_with_env("GOMP_SPINCOUNT", "10000", argv);
+    if (o.compute_cpus_str) {
+        /* before any OpenMP region, so the thread pool inherits it */
+        if (sched_setaffinity(0, sizeof o.compute_cpus, &o.compute_cpus) != 0) {
+            fprintf(stderr, "lamina-bench: cannot run on CPUs %s: %s\n", o.compute_cpus_str, strerror(errno));
+            return 2;
+        }
+        if (!threads_set)
+            o.threads = CPU_COUNT(&o.compute_cpus);
+    }
     omp_set_num_threads(o.threads);
     static const struct {
         const char *name;

@@ -4,6 +4,7 @@
 #define LAM_TOOLS_BENCH_H
 
 #include <jansson.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -22,7 +23,28 @@ typedef struct bench_opts {
     const char *ctx_list; /* gpu-e2e: contexts, comma-separated (NULL: the default list) */
     int batch;          /* gpu-e2e: sequences (0: 4) */
     bool random_weights; /* gpu-e2e: random device weights of the model's shape */
+    /* offload modes: CPUs of the attention nodes and of this process (the
+     * compute side), as separate hosts would have; empty: no pinning */
+    const char *node_cpus_str, *compute_cpus_str;
+    cpu_set_t node_cpus, compute_cpus;
+    int page_tokens;    /* attention: tokens per KV page (0: the node's default) */
+    int spin_us;        /* offload modes: --spin-us of the nodes and the compute side */
 } bench_opts_t;
+
+/* Parses a CPU list ("0-3,6") into *set; returns 0, or -1 if malformed or
+ * beyond the machine's CPUs. */
+int bench_parse_cpus(const char *s, cpu_set_t *set);
+
+/* Starts a child process (lam_proc_start) on o's node CPUs if any are set. */
+struct lam_proc;
+int bench_start_node(const bench_opts_t *o, struct lam_proc *p, const char *bin, const char *const *args);
+
+/* Threads per attention node: the node CPUs' count if set, else half of
+ * o->threads (the node shares the cores). */
+int bench_node_threads(const bench_opts_t *o);
+
+/* "taskset -c LIST " for the node (node = true) or compute CPUs, or "". */
+const char *bench_taskset(const bench_opts_t *o, bool node);
 
 /* Opens and loads the model; logs why on failure and returns nonzero. */
 int bench_open_model(const bench_opts_t *o, lam_gguf_t **g, lam_model_t **m);

@@ -2,12 +2,18 @@
  * paged KV cache much larger than the last-level cache, as K+V bytes read
  * per second against the streaming-read ceiling measured in the same run.
  *
- * Shapes: head_dim 64, pages of 16 tokens holding every KV head's K then V
+ * Shapes: head_dim 64, pages (--page-tokens, default the attention node's)
+ * holding every KV head's K then V
  * blocks (attention_node/kv.h's layout for one layer), page tables in
  * shuffled order; GQA 3 (3 KV heads x 3, SmolLM2-shaped) and GQA 8 (8 x 8,
  * LLaMA-3-8B-shaped). Each call covers enough sequences for >= 512 MiB of
  * K+V (every sequence's ctx keys of every KV head), the achieved rate being
- * those bytes over the call's time; the best of several calls counts. */
+ * those bytes over the call's time; the best of several calls counts.
+ *
+ * Second ceiling, for the shapes that are arithmetic-bound: the fp32 FMA
+ * rate of the same threads (independent chains, the kernel's ISA), over the
+ * kernel's FMAs per K+V byte (2 * group * head_dim per 4 * head_dim bytes of
+ * fp16 K and V: group / 2). */
 #include "common/dtype.h"
 #include "compute_node/generate.h"
 #include "kernels/cpu/attn.h"
@@ -22,7 +28,7 @@
 #include <string.h>
 
 #define ATTN_BENCH_HD 64
-#define ATTN_BENCH_PAGE 16
+#define ATTN_BENCH_PAGE_DEFAULT 16 /* the attention node's --page-tokens default */
 #define ATTN_BENCH_CALL_BYTES ((size_t)512 << 20)
 
 typedef struct attn_shape {
@@ -45,9 +51,9 @@ static uint64_t splitmix(uint64_t *s)
 }
 
 /* One shape and context: builds the cache, runs reps calls, keeps the best. */
-static int run_attn(const attn_shape_t *sh, int ctx, int reps, attn_result_t *res)
+static int run_attn(const attn_shape_t *sh, int ctx, int pt, int reps, attn_result_t *res)
 {
-    int H = sh->n_kv_heads, G = sh->group, hd = ATTN_BENCH_HD, pt = ATTN_BENCH_PAGE;
+    int H = sh->n_kv_heads, G = sh->group, hd = ATTN_BENCH_HD;
     size_t head_stride = (size_t)pt * hd * 2, page_bytes = 2 * H * head_stride;
     size_t seq_bytes = (size_t)ctx * H * hd * 2 * 2; /* K and V */
     int n_seq = (int)((ATTN_BENCH_CALL_BYTES + seq_bytes - 1) / seq_bytes);
@@ -118,6 +124,70 @@ static int run_attn(const attn_shape_t *sh, int ctx, int reps, attn_result_t *re
     return 0;
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define FMA_CHAINS 12
+__attribute__((target("avx512f"))) static double fma_lanes_avx512(long iters)
+{
+    __m512 a[FMA_CHAINS], x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < FMA_CHAINS; i++)
+        a[i] = _mm512_set1_ps((float)i);
+    for (long n = 0; n < iters; n++)
+        for (int i = 0; i < FMA_CHAINS; i++)
+            a[i] = _mm512_fmadd_ps(a[i], x, y);
+    __m512 t = a[0];
+    for (int i = 1; i < FMA_CHAINS; i++)
+        t = _mm512_add_ps(t, a[i]);
+    return _mm512_reduce_add_ps(t);
+}
+__attribute__((target("avx2,fma"))) static double fma_lanes_avx2(long iters)
+{
+    __m256 a[FMA_CHAINS], x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < FMA_CHAINS; i++)
+        a[i] = _mm256_set1_ps((float)i);
+    for (long n = 0; n < iters; n++)
+        for (int i = 0; i < FMA_CHAINS; i++)
+            a[i] = _mm256_fmadd_ps(a[i], x, y);
+    float v[8];
+    __m256 t = a[0];
+    for (int i = 1; i < FMA_CHAINS; i++)
+        t = _mm256_add_ps(t, a[i]);
+    _mm256_storeu_ps(v, t);
+    return v[0];
+}
+#endif
+
+/* fp32 FMA lanes per second over all threads with the kernel's ISA (0 if
+ * it has no vector FMA), best of 3. */
+static volatile double g_fma_sink; /* keeps the chains' results alive */
+
+static double fma_ceiling(void)
+{
+#if defined(__x86_64__)
+    int w = !strcmp(lam_attn_isa(), "avx512") ? 16 : !strcmp(lam_attn_isa(), "avx2") ? 8 : 0;
+    if (!w)
+        return 0.0;
+    const long iters = 20000000;
+    double best = 0.0, acc = 0.0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = lam_now_s();
+        int nt = 1;
+#pragma omp parallel reduction(+ : acc)
+        {
+#pragma omp single
+            nt = omp_get_num_threads();
+            acc += w == 16 ? fma_lanes_avx512(iters) : fma_lanes_avx2(iters);
+        }
+        double dt = lam_now_s() - t0, rate = (double)nt * iters * FMA_CHAINS * w / dt;
+        best = rate > best ? rate : best;
+    }
+    g_fma_sink = acc;
+    return best;
+#else
+    return 0.0;
+#endif
+}
+
 int bench_attention(const bench_opts_t *o)
 {
     static const attn_shape_t shapes[] = {{"gqa3", 3, 3}, {"gqa8", 8, 8}};
@@ -130,21 +200,23 @@ int bench_attention(const bench_opts_t *o)
     /* the ceiling before and after, the higher counting: on a shared
      * machine one of them may be depressed by a neighbour */
     size_t stream_bytes = (size_t)1 << 30;
-    double ceil0 = bench_stream_read_gbps(stream_bytes);
+    int pt = o->page_tokens ? o->page_tokens : ATTN_BENCH_PAGE_DEFAULT;
+    double ceil0 = bench_stream_read_gbps(stream_bytes), fma = fma_ceiling();
     attn_result_t r[N_SHAPES][MAX_CTX];
     int ok[N_SHAPES][MAX_CTX], rc = 0;
     for (int s = 0; s < N_SHAPES; s++)
         for (int c = 0; c < n_ctx; c++) {
-            ok[s][c] = run_attn(&shapes[s], ctxs[c], reps, &r[s][c]) == 0;
+            ok[s][c] = run_attn(&shapes[s], ctxs[c], pt, reps, &r[s][c]) == 0;
             rc |= !ok[s][c];
         }
     double ceil1 = bench_stream_read_gbps(stream_bytes), ceiling = ceil0 > ceil1 ? ceil0 : ceil1;
 
     printf("paged attention, batched decode: fp16 KV, head_dim %d, %d-token pages, %d threads, isa %s\n",
-           ATTN_BENCH_HD, ATTN_BENCH_PAGE, o->threads, lam_attn_isa());
+           ATTN_BENCH_HD, pt, o->threads, lam_attn_isa());
     printf("%-22s %8.2f GB/s (before %.2f, after %.2f)\n", "stream_read (1 GiB)", ceiling, ceil0, ceil1);
-    printf("%-6s %8s %6s %7s %6s %9s %9s %8s %8s\n", "shape", "kv_heads", "group", "ctx", "seqs", "MiB/call",
-           "ms/call", "GB/s", "ratio");
+    printf("%-22s %8.1f G fp32 FMA lanes/s\n", "fma_peak", fma / 1e9);
+    printf("%-6s %8s %6s %7s %6s %9s %9s %8s %8s %10s %8s\n", "shape", "kv_heads", "group", "ctx", "seqs",
+           "MiB/call", "ms/call", "GB/s", "ratio", "fma GB/s", "of fma");
     json_t *res = json_array();
     json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:f, s:I, s:i}", "name", "stream_read", "metric",
                                          "stream_read_gbps", "value", ceiling, "before", ceil0, "after", ceil1,
@@ -155,16 +227,20 @@ int bench_attention(const bench_opts_t *o)
                 continue;
             const attn_result_t *x = &r[s][c];
             double ratio = ceiling > 0 ? x->gbps / ceiling : 0.0;
-            printf("%-6s %8d %6d %7d %6d %9.0f %9.2f %8.2f %8.3f\n", shapes[s].name, shapes[s].n_kv_heads,
-                   shapes[s].group, ctxs[c], x->n_seq, x->bytes / 1048576.0, x->ms, x->gbps, ratio);
+            /* the K+V bytes/s the FMA rate alone allows: group / 2 FMAs per byte */
+            double fma_gbps = fma / (shapes[s].group / 2.0) / 1e9, fma_ratio = fma_gbps > 0 ? x->gbps / fma_gbps : 0;
+            printf("%-6s %8d %6d %7d %6d %9.0f %9.2f %8.2f %8.3f %10.2f %8.3f\n", shapes[s].name,
+                   shapes[s].n_kv_heads, shapes[s].group, ctxs[c], x->n_seq, x->bytes / 1048576.0, x->ms, x->gbps,
+                   ratio, fma_gbps, fma_ratio);
             char name[64];
             snprintf(name, sizeof name, "decode_%s_ctx%d", shapes[s].name, ctxs[c]);
             json_array_append_new(
-                res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:i, s:i, s:i, s:s, s:i, s:I, s:s}", "name", name,
-                               "metric", "attn_gbps", "value", x->gbps, "ceiling", ceiling, "ceiling_name",
-                               "stream_read", "ratio", ratio, "ctx", ctxs[c], "group", shapes[s].group, "kv_heads",
-                               shapes[s].n_kv_heads, "head_dim", ATTN_BENCH_HD, "kv_dtype", "f16", "threads",
-                               o->threads, "bytes", (json_int_t)x->bytes, "isa", lam_attn_isa()));
+                res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:i, s:i, s:i, s:s, s:i, s:I, s:s, s:i, s:f, s:f}",
+                               "name", name, "metric", "attn_gbps", "value", x->gbps, "ceiling", ceiling,
+                               "ceiling_name", "stream_read", "ratio", ratio, "ctx", ctxs[c], "group",
+                               shapes[s].group, "kv_heads", shapes[s].n_kv_heads, "head_dim", ATTN_BENCH_HD, "kv_dtype",
+                               "f16", "threads", o->threads, "bytes", (json_int_t)x->bytes, "isa", lam_attn_isa(),
+                               "page_tokens", pt, "fma_bound_gbps", fma_gbps, "fma_ratio", fma_ratio));
         }
     if (o->json)
         rc |= bench_write_json(o, "attention", res);

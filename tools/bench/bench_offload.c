@@ -4,7 +4,8 @@
  *
  *   exchange  per-layer round trip of a decode micro-batch (q/k/v out, o
  *             back) through the real protocol and an attention node, minus
- *             the node's own kernel time (from STATS), over the ceiling
+ *             the node's attention time (K/V append and kernel, from
+ *             STATS), over the ceiling
  *             ucx_perftest -t ucp_am_lat measures at the request and reply
  *             sizes (one-way latency of each, medians).
  *   pipeline  decode step time with two micro-batches over max(dense,
@@ -58,7 +59,7 @@ static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t 
     setenv("LAMINA_CLUSTER_TOKEN", "bench-cluster-token-0123456789", 0);
     lam_remote_addr_t addrs[MAX_NODES];
     char threads[16], shard[32], mbt[16], spin[16];
-    snprintf(spin, sizeof spin, "%s", getenv("LAMINA_BENCH_SPIN_US") ? getenv("LAMINA_BENCH_SPIN_US") : "0");
+    snprintf(spin, sizeof spin, "%d", o->spin_us);
     snprintf(threads, sizeof threads, "%d", node_threads);
     snprintf(mbt, sizeof mbt, "%d", max_tokens > 2048 ? max_tokens : 2048);
     for (int i = 0; i < n; i++) {
@@ -66,7 +67,7 @@ static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t 
         const char *args[] = {"--model", o->model, "--port", "0", "--shard", shard, "--kv-dtype", "f16",
                               "--kv-capacity", "1G", "--threads", threads, "--max-batch-tokens", mbt,
                               "--spin-us", spin, NULL};
-        if (lam_proc_start(&c->np[i], bin, args, 60.0) != 0) {
+        if (bench_start_node(o, &c->np[i], bin, args) != 0) {
             cluster_stop(c);
             return -1;
         }
@@ -77,7 +78,7 @@ static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t 
     lam_remote_opts_t ro = {.n_nodes = n, .addrs = addrs, .token = getenv("LAMINA_CLUSTER_TOKEN"),
                             .fingerprint = m->fingerprint, .cfg = &m->cfg, .kv_dtype = LAM_DT_F16,
                             .act_dtype = LAM_DT_F16, .max_tokens = max_tokens, .max_seqs = max_seqs,
-                            .spin_us = getenv("LAMINA_BENCH_SPIN_US") ? atoi(getenv("LAMINA_BENCH_SPIN_US")) : 0};
+                            .spin_us = o->spin_us};
     if (lam_remote_create(&ro, &c->r) != LAM_OK || lam_remote_wait_ready(c->r, 20000) != LAM_OK) {
         cluster_stop(c);
         return -1;
@@ -99,7 +100,7 @@ static double median(double *v, int n)
 
 /* ucx_perftest -t ucp_am_lat at `size` bytes: median one-way latency in
  * microseconds, or -1. Runs a server and a client on loopback. */
-static double perftest_am_lat_us(size_t size, int iters)
+static double perftest_am_lat_us(const bench_opts_t *o, size_t size, int iters)
 {
     static int port = 0;
     if (port == 0)
@@ -107,9 +108,9 @@ static double perftest_am_lat_us(size_t size, int iters)
     port++;
     char cmd[512];
     snprintf(cmd, sizeof cmd,
-             "(ucx_perftest -p %d >/dev/null 2>&1 &) ; sleep 0.5; "
-             "timeout 60 ucx_perftest 127.0.0.1 -p %d -t ucp_am_lat -s %zu -n %d 2>/dev/null",
-             port, port, size, iters);
+             "(%sucx_perftest -p %d >/dev/null 2>&1 &) ; sleep 0.5; "
+             "timeout 60 %sucx_perftest 127.0.0.1 -p %d -t ucp_am_lat -s %zu -n %d 2>/dev/null",
+             bench_taskset(o, true), port, bench_taskset(o, false), port, size, iters);
     FILE *p = popen(cmd, "r");
     if (!p)
         return -1.0;
@@ -144,7 +145,7 @@ int bench_exchange(const bench_opts_t *o)
     json_t *res = json_array();
     printf("per-layer exchange round trip, 1 attention node, f16 on the wire, UCX_TLS=%s\n",
            getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
-    printf("%-8s %10s %10s %10s %10s %12s %8s\n", "batch", "req B", "reply B", "rtt us", "kernel us",
+    printf("%-8s %10s %10s %10s %10s %12s %8s\n", "batch", "req B", "reply B", "rtt us", "node us",
            "perftest us", "ratio");
     int rc = 0;
     for (int bi = 0; bi < n_batches; bi++) {
@@ -196,14 +197,14 @@ int bench_exchange(const bench_opts_t *o)
                              .n_tok = (uint32_t)B, .dtype = LAM_DT_F16};
         size_t req = lam_wire_attn_layout(&h, 0).total, rep = lam_wire_attn_layout(&h, 1).total;
         cluster_stop(&cl);
-        double pt = perftest_am_lat_us(req, 2000) + perftest_am_lat_us(rep, 2000);
+        double pt = perftest_am_lat_us(o, req, 2000) + perftest_am_lat_us(o, rep, 2000);
         double ratio = pt > 0 ? exch / pt : 0;
         printf("%-8d %10zu %10zu %10.1f %10.1f %12.1f %8.2f\n", B, req, rep, med, kern_us, pt, ratio);
         json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:I, s:I, s:f, s:f}", "name",
                                              "exchange", "metric", "exchange_us", "value", exch, "ceiling", pt,
                                              "ceiling_name", "ucx_perftest_ucp_am_lat", "ratio", ratio, "batch", B,
                                              "request_bytes", (json_int_t)req, "reply_bytes", (json_int_t)rep,
-                                             "rtt_us", med, "kernel_us", kern_us));
+                                             "rtt_us", med, "node_attention_us", kern_us));
         free(q);
         free(k);
         free(v);
@@ -265,14 +266,11 @@ static int decode_steps(lam_pipe_t *p, int vocab, int B, int ctx, int steps, uin
     return rc;
 }
 
-int bench_pipeline(const bench_opts_t *o)
+/* One batch size of the pipeline mode; appends its result to res. */
+static int pipeline_batch(const bench_opts_t *o, const lam_model_t *m, int B, json_t *res)
 {
-    lam_gguf_t *g = NULL;
-    lam_model_t *m = NULL;
-    if (bench_open_model(o, &g, &m))
-        return 1;
-    const int B = 16, ctx = o->quick ? 128 : 512, steps = o->quick ? 8 : 32;
-    int node_threads = o->threads > 1 ? o->threads / 2 : 1;
+    const int ctx = o->quick ? 128 : 512, steps = o->quick ? 8 : 32;
+    int node_threads = bench_node_threads(o);
     cluster_t cl;
     lam_backend_t *be = NULL;
     lam_pipe_t *p2 = NULL, *p1 = NULL;
@@ -286,36 +284,55 @@ int bench_pipeline(const bench_opts_t *o)
     if (lam_pipe_create(be, cl.r, &po, &p1) != LAM_OK)
         goto done;
     lam_pipe_stats_t s2, s1;
-    if (decode_steps(p2, m->cfg.vocab, B, ctx, steps, 1, &s2) || decode_steps(p1, m->cfg.vocab, B, ctx, steps, 1000, &s1))
+    if (decode_steps(p2, m->cfg.vocab, B, ctx, steps, 1, &s2) ||
+        decode_steps(p1, m->cfg.vocab, B, ctx, steps, 1000, &s1))
         goto done;
     /* with one micro-batch nothing overlaps: whatever the step spends
      * outside dense work is attention + exchange (packing, UCX, the node,
      * thread hand-offs), which is more than the time blocked in wait */
     double t2 = s2.step_s / s2.steps, dense = s1.dense_s / s1.steps, attn = (s1.step_s - s1.dense_s) / s1.steps;
     double bound = dense > attn ? dense : attn, ratio = t2 / bound;
-    printf("decode step, batch %d, context %d, 1 attention node (%d threads), compute %d threads, UCX_TLS=%s\n", B,
-           ctx, node_threads, o->threads, getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
+    printf("decode step, batch %d, context %d, 1 attention node (%d threads%s%s), compute %d threads%s%s, "
+           "UCX_TLS=%s\n",
+           B, ctx, node_threads, o->node_cpus_str ? ", CPUs " : "", o->node_cpus_str ? o->node_cpus_str : "",
+           o->threads, o->compute_cpus_str ? ", CPUs " : "", o->compute_cpus_str ? o->compute_cpus_str : "",
+           getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
     printf("%-34s %10s\n", "measure", "ms/step");
     printf("%-34s %10.2f\n", "dense (one micro-batch)", dense * 1e3);
     printf("%-34s %10.2f\n", "attention + exchange (one mb)", attn * 1e3);
     printf("%-34s %10.2f\n", "sequential step (one mb)", s1.step_s / s1.steps * 1e3);
     printf("%-34s %10.2f   ratio over max(dense, attn+exch): %.3f\n", "two micro-batches", t2 * 1e3, ratio);
+    json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:i, s:f, s:f, s:f}", "name",
+                                         "pipeline_step", "metric", "step_ms", "value", t2 * 1e3, "ceiling",
+                                         bound * 1e3, "ceiling_name", "max(dense, attention+exchange)", "ratio",
+                                         ratio, "batch", B, "ctx", ctx, "dense_ms", dense * 1e3, "attn_exchange_ms",
+                                         attn * 1e3, "sequential_ms", s1.step_s / s1.steps * 1e3));
     rc = 0;
-    if (o->json) {
-        json_t *res = json_array();
-        json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:i, s:f, s:f, s:f}", "name",
-                                             "pipeline_step", "metric", "step_ms", "value", t2 * 1e3, "ceiling",
-                                             bound * 1e3, "ceiling_name", "max(dense, attention+exchange)", "ratio",
-                                             ratio, "batch", B, "ctx", ctx, "dense_ms", dense * 1e3,
-                                             "attn_exchange_ms", attn * 1e3, "sequential_ms",
-                                             s1.step_s / s1.steps * 1e3));
-        rc = bench_write_json(o, "pipeline", res);
-    }
 done:
     lam_pipe_destroy(p1);
     lam_pipe_destroy(p2);
     lam_backend_destroy(be);
     cluster_stop(&cl);
+    return rc;
+}
+
+int bench_pipeline(const bench_opts_t *o)
+{
+    lam_gguf_t *g = NULL;
+    lam_model_t *m = NULL;
+    if (bench_open_model(o, &g, &m))
+        return 1;
+    /* micro-batching streams the weights once per micro-batch: the larger
+     * batch shows how that cost amortises */
+    const int batches[] = {16, 32};
+    int n_b = o->batch ? 1 : o->quick ? 1 : 2, rc = 0;
+    json_t *res = json_array();
+    for (int i = 0; i < n_b && rc == 0; i++)
+        rc = pipeline_batch(o, m, o->batch ? o->batch : batches[i], res);
+    if (rc == 0 && o->json)
+        rc = bench_write_json(o, "pipeline", res);
+    else
+        json_decref(res);
     lam_model_free(m);
     lam_gguf_close(g);
     return rc;
@@ -377,7 +394,7 @@ int bench_offload(const bench_opts_t *o)
     if (bench_open_model(o, &g, &m))
         return 1;
     const int shapes[][3] = {{1, 1, 64}, {16, 16, 32}};
-    int node_threads = o->threads > 1 ? o->threads / 2 : 1;
+    int node_threads = bench_node_threads(o);
     json_t *res = json_array();
     printf("end-to-end decode, offloaded (1 attention node, %d threads, f16 KV) vs reference engine, %d threads\n",
            node_threads, o->threads);

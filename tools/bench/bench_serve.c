@@ -371,7 +371,7 @@ int bench_serve(const bench_opts_t *o)
         goto done;
     char host[256] = "127.0.0.1";
     int port = 0;
-    int node_threads = o->threads > 1 ? o->threads / 2 : 1;
+    int node_threads = bench_node_threads(o);
     if (o->server) {
         const char *colon = strrchr(o->server, ':');
         if (!colon || (port = atoi(colon + 1)) <= 0) {
