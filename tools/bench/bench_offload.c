@@ -140,7 +140,7 @@ int bench_exchange(const bench_opts_t *o)
         return 1;
     const lam_model_config_t *c = &m->cfg;
     const int batches[] = {1, 16, 64};
-    const int n_batches = o->quick ? 2 : 3, steps = o->quick ? 10 : 40;
+    const int n_batches = o->batch ? 1 : o->quick ? 2 : 3, steps = o->quick ? 10 : 40;
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     json_t *res = json_array();
     printf("per-layer exchange round trip, 1 attention node, f16 on the wire, UCX_TLS=%s\n",
@@ -149,7 +149,12 @@ int bench_exchange(const bench_opts_t *o)
            "perftest us", "ratio");
     int rc = 0;
     for (int bi = 0; bi < n_batches; bi++) {
-        int B = batches[bi];
+        int B = o->batch ? o->batch : batches[bi];
+        if (B > 64) {
+            lam_log_error("bench: exchange takes --batch up to 64");
+            rc = 1;
+            break;
+        }
         cluster_t cl;
         if (cluster_start(&cl, o, m, 1, 1, B, B) != 0) {
             rc = 1;
