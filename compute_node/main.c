@@ -42,7 +42,7 @@ typedef struct opts {
     int attn_timeout_ms, connect_timeout_ms, spin_us;
     /* serving */
     char *http_listen, *api_key_file, *model_name;
-    int http_port, max_seqs, max_queue, drain_timeout;
+    int http_port, max_seqs, max_queue, drain_timeout, recompute;
     size_t max_body;
     int device;                 /* index in DEVICES */
 } opts_t;
@@ -101,6 +101,8 @@ static const lam_cfg_opt_t OPTIONS[] = {
     OPT("max-seqs", 0, LAM_CFG_INT, max_seqs, "32", 1, 4096, "N", "serving: sequences running at once"),
     OPT("max-queue", 0, LAM_CFG_INT, max_queue, "256", 0, 1 << 20, "N",
         "serving: requests waiting beyond --max-seqs; more get 429"),
+    OPT("recompute-on-loss", 0, LAM_CFG_INT, recompute, "0", 0, 1000, "N",
+        "when an attention node is lost, rebuild the KV of the running\nrequests by recomputation once it is back, at most N times per\nrequest (0: fail them at once)"),
     OPT("http-listen", 0, LAM_CFG_STRING, http_listen, "127.0.0.1", 0, 0, "ADDR",
         "serving: address to bind (0.0.0.0 or :: for every interface)"),
     OPT("http-port", 0, LAM_CFG_INT, http_port, "8080", 0, 65535, "N", "serving: HTTP port (0: any free port)"),
@@ -251,7 +253,8 @@ static int run_remote(const opts_t *o, const lam_sampler_params_t *sp, const lam
                           .attn_timeout_ms = o->attn_timeout_ms, .connect_timeout_ms = o->connect_timeout_ms,
                           .spin_us = o->spin_us, .cuda = o->device == DEVICE_CUDA, .gguf = g};
     lam_sched_opts_t so = {.max_seqs = 16, .max_queue = 16, .chunk = o->batch, .max_step_tokens = o->batch,
-                           .max_ctx = o->ctx, .queue_timeout_s = o->connect_timeout_ms / 1000.0};
+                           .max_ctx = o->ctx, .queue_timeout_s = o->connect_timeout_ms / 1000.0,
+                           .recompute_on_loss = o->recompute};
     remote_run_t run = {{tok}, LAM_ERR_TIMEOUT, 0};
     lam_sched_hooks_t hooks = {rr_token, rr_done, rr_eog, &run};
     lam_stack_err_t ke = lam_stack_open(&kc, m, &sk);
@@ -308,7 +311,7 @@ static int serve(const opts_t *o, const char *api_key, const lam_gguf_t *g, cons
                          .wire_dtype = o->wire_dtype, .attn_timeout_ms = o->attn_timeout_ms,
                          .connect_timeout_ms = o->connect_timeout_ms, .spin_us = o->spin_us, .ctx = o->ctx,
                          .batch = o->batch, .max_seqs = o->max_seqs, .max_queue = o->max_queue,
-                         .threads = o->threads,
+                         .recompute_on_loss = o->recompute, .threads = o->threads,
                          .default_max_tokens = o->max_new,
                          .defaults = {.temperature = o->temperature, .top_k = o->top_k, .top_p = o->top_p},
                          .http_listen = o->http_listen, .http_port = o->http_port, .api_key = api_key,

@@ -12,7 +12,11 @@ typedef struct req {
     uint64_t order;        /* arrival order */
     double t_queued;
     int32_t *prompt;       /* [n_prompt] */
-    int n_prompt, fed;     /* prompt tokens already processed */
+    int32_t *out;          /* [max_new] generated tokens (kept for recomputation) */
+    int n_prompt, fed;     /* prompt (or, replaying, history) tokens already processed */
+    int n_hist;            /* tokens to prefill: n_prompt, or prompt + out[0..n_out-2] when replaying */
+    bool replay;           /* prefilling history after a node loss: no token to sample at the end */
+    int recomputes;        /* KV rebuilds so far */
     int max_new, n_out;
     int32_t next;          /* decode input */
     lam_sampler_t smp;
@@ -47,6 +51,7 @@ void lam_sched_destroy(lam_sched_t *s)
         return;
     for (int i = 0; s->reqs && i < s->n_reqs; i++) {
         free(s->reqs[i].prompt);
+        free(s->reqs[i].out);
         lam_sampler_free(&s->reqs[i].smp);
     }
     free(s->reqs);
@@ -64,7 +69,7 @@ lam_status_t lam_sched_create(lam_pipe_t *p, lam_remote_t *r, int vocab, const l
                               const lam_sched_hooks_t *h, lam_sched_t **out)
 {
     if (o->max_seqs < 1 || o->max_queue < 0 || o->chunk < 1 || o->max_step_tokens < o->max_seqs ||
-        o->max_ctx < 2) {
+        o->max_ctx < 2 || o->recompute_on_loss < 0) {
         lam_log_error("scheduler: bad limits (max_step_tokens must be at least max_seqs)");
         return LAM_ERR_CONFIG;
     }
@@ -144,18 +149,20 @@ int lam_sched_submit(lam_sched_t *s, const int32_t *prompt, int n_prompt, int ma
     req_t *q = &s->reqs[slot];
     lam_sampler_free(&q->smp);
     free(q->prompt);
+    free(q->out);
     memset(q, 0, sizeof *q);
     q->prompt = malloc((size_t)n_prompt * sizeof *q->prompt);
-    if (!q->prompt)
-        return LAM_ERR_NO_MEMORY;
-    lam_status_t st = lam_sampler_init(&q->smp, sp, s->vocab);
+    q->out = malloc((size_t)(max_new > 0 ? max_new : 1) * sizeof *q->out);
+    lam_status_t st = q->prompt && q->out ? lam_sampler_init(&q->smp, sp, s->vocab) : LAM_ERR_NO_MEMORY;
     if (st != LAM_OK) {
         free(q->prompt);
-        q->prompt = NULL;
+        free(q->out);
+        q->prompt = q->out = NULL;
         return st;
     }
     memcpy(q->prompt, prompt, (size_t)n_prompt * sizeof *prompt);
     q->n_prompt = n_prompt;
+    q->n_hist = n_prompt;
     q->max_new = max_new;
     q->order = s->order_next++;
     q->t_queued = lam_now_s();
@@ -175,6 +182,40 @@ static void finish(lam_sched_t *s, int i, lam_status_t st)
         s->h.on_done(s->h.ud, i, st);
 }
 
+/* Request i lost its KV on the attention nodes (a node went, why). With
+ * recomputes left it queues again to prefill its history under a new
+ * sequence id; otherwise it fails with why. */
+static void lost(lam_sched_t *s, int i, lam_status_t why)
+{
+    req_t *q = &s->reqs[i];
+    if (q->recomputes >= s->o.recompute_on_loss) {
+        lam_log_error("scheduler: request %d failed: an attention node holding its KV cache was lost (%s)", i,
+                      lam_status_str(why));
+        finish(s, i, why);
+        return;
+    }
+    q->recomputes++;
+    s->n_active--;
+    s->release[s->n_release++] = q->seq_id; /* the nodes that stayed still hold it */
+    /* in decode the KV held prompt + out[0 .. n_out-2]; out[n_out-1] is the
+     * next input (the same if it was replaying that already). Still in its
+     * prompt: start that again. */
+    q->replay = q->replay || q->state == REQ_DECODE;
+    q->n_hist = q->replay ? q->n_prompt + q->n_out - 1 : q->n_prompt;
+    q->fed = 0;
+    q->state = REQ_WAITING; /* its old arrival order puts it first */
+    q->t_queued = lam_now_s();
+    lam_log_warn("scheduler: request %d lost its KV cache with an attention node; recomputing %d tokens once the "
+                 "nodes are back (rebuild %d of at most %d)",
+                 i, q->n_hist, q->recomputes, s->o.recompute_on_loss);
+}
+
+/* Token k of request q's history: the prompt, then what it generated. */
+static int32_t hist_token(const req_t *q, int k)
+{
+    return k < q->n_prompt ? q->prompt[k] : q->out[k - q->n_prompt];
+}
+
 /* The oldest waiting request, or -1. */
 static int oldest_waiting(const lam_sched_t *s)
 {
@@ -190,10 +231,8 @@ static void admit_and_expire(lam_sched_t *s)
     uint64_t epoch = lam_remote_epoch(s->r);
     for (int i = 0; i < s->n_reqs; i++) {
         req_t *q = &s->reqs[i];
-        if ((q->state == REQ_PREFILL || q->state == REQ_DECODE) && q->epoch != epoch) {
-            lam_log_error("scheduler: request %d failed: an attention node holding its KV cache was lost", i);
-            finish(s, i, LAM_ERR_CONN_CLOSED);
-        }
+        if ((q->state == REQ_PREFILL || q->state == REQ_DECODE) && q->epoch != epoch)
+            lost(s, i, LAM_ERR_CONN_CLOSED);
     }
     double now = lam_now_s();
     if (s->o.queue_timeout_s > 0)
@@ -243,14 +282,14 @@ static void build_step(lam_sched_t *s, lam_step_t *st)
             break;
         req_t *q = &s->reqs[best];
         q->in_step = s->step_no;
-        int c = q->n_prompt - q->fed;
+        int c = q->n_hist - q->fed;
         c = c < s->o.chunk ? c : s->o.chunk;
         c = c < budget ? c : budget;
         s->seqs[n_seq] = (lam_remote_seq_t){q->seq_id, q->fed, c};
         s->owner[n_seq++] = best;
         for (int j = 0; j < c; j++) {
-            s->tok[n_tok] = q->prompt[q->fed + j];
-            s->want[n_tok++] = q->fed + j == q->n_prompt - 1 && q->max_new > 0;
+            s->tok[n_tok] = hist_token(q, q->fed + j);
+            s->want[n_tok++] = !q->replay && q->fed + j == q->n_hist - 1 && q->max_new > 0;
         }
     }
     *st = (lam_step_t){n_seq, s->seqs, n_tok, s->tok, s->want};
@@ -273,11 +312,16 @@ int lam_sched_step(lam_sched_t *s)
         int i = s->owner[c];
         req_t *q = &s->reqs[i];
         if (st != LAM_OK) {
-            finish(s, i, st);
+            /* the step did not happen: the request is as it was before it */
+            if (st == LAM_ERR_CONN_CLOSED || st == LAM_ERR_TIMEOUT)
+                lost(s, i, st);
+            else
+                finish(s, i, st);
             continue;
         }
         /* the chunk's last token has a logits row iff build_step wanted it */
-        bool has_row = q->state == REQ_DECODE || (q->fed + step.seqs[c].n_tok == q->n_prompt && q->max_new > 0);
+        bool has_row = q->state == REQ_DECODE ||
+                       (!q->replay && q->fed + step.seqs[c].n_tok == q->n_hist && q->max_new > 0);
         float *lg = s->logits + (size_t)row * s->vocab;
         row += has_row;
         if (s->seq_st[c] != 0) {
@@ -288,8 +332,15 @@ int lam_sched_step(lam_sched_t *s)
         }
         if (q->state == REQ_PREFILL) {
             q->fed += step.seqs[c].n_tok;
-            if (q->fed < q->n_prompt)
+            if (q->fed < q->n_hist)
                 continue;
+            if (q->replay) {
+                /* the KV is whole again; out[n_out-1] is the next input */
+                q->replay = false;
+                q->state = REQ_DECODE;
+                lam_log_info("scheduler: request %d: KV cache rebuilt (%d tokens)", i, q->n_hist);
+                continue;
+            }
             if (q->max_new == 0) {
                 finish(s, i, LAM_OK);
                 continue;
@@ -297,7 +348,7 @@ int lam_sched_step(lam_sched_t *s)
             q->state = REQ_DECODE;
         }
         int32_t t = lam_sampler_sample(&q->smp, lg);
-        q->n_out++;
+        q->out[q->n_out++] = t;
         q->next = t;
         if (s->h.on_token)
             s->h.on_token(s->h.ud, i, t);

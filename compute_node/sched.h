@@ -2,9 +2,15 @@
  * join at step boundaries; every step carries one token of each decoding
  * sequence plus prompt chunks (at most `chunk` tokens of one prompt) up to
  * max_step_tokens; sequences leave when done and are released on the
- * attention nodes. A failed attention node fails the requests whose KV it
- * held (all active ones: sharding is by head) with a clear status; queued
- * requests wait for it to come back. */
+ * attention nodes. A failed attention node loses the KV of every active
+ * request (sharding is by head). By default those requests fail with a
+ * clear status; with recompute_on_loss they go back to the head of the
+ * queue and, once the node is back, their prompt and the tokens already
+ * generated are prefilled again under a new sequence id (the KV rebuilt by
+ * recomputation), after which generation goes on where it stopped: clients
+ * see a pause, and the same tokens as without the loss (greedy, or the
+ * same seed: the sampler's state is kept). Queued requests wait for the
+ * node to come back. */
 #ifndef LAM_SCHED_H
 #define LAM_SCHED_H
 
@@ -23,6 +29,8 @@ typedef struct lam_sched_opts {
     int max_step_tokens;   /* tokens per step (<= the pipeline's max_tokens) */
     int max_ctx;           /* prompt + generated tokens per sequence */
     double queue_timeout_s;/* a request waiting longer fails (0: never) */
+    int recompute_on_loss; /* times a request's KV is rebuilt after node losses
+                              before it fails (0: fail at the first loss) */
 } lam_sched_opts_t;
 
 typedef struct lam_sched_hooks {

@@ -247,7 +247,7 @@ lam_status_t lam_serve_create(lam_pipe_t *p, lam_remote_t *r, const lam_tok_t *t
      * lam_serve_submit enforces the real limit */
     lam_sched_opts_t so = {.max_seqs = o->max_seqs, .max_queue = o->max_seqs + o->max_queue, .chunk = o->chunk,
                            .max_step_tokens = o->max_step_tokens, .max_ctx = o->max_ctx,
-                           .queue_timeout_s = o->queue_timeout_s};
+                           .queue_timeout_s = o->queue_timeout_s, .recompute_on_loss = o->recompute_on_loss};
     lam_sched_hooks_t h = {on_token, on_done, is_eog, s};
     s->n_slots = so.max_seqs + so.max_queue;
     s->by_id = calloc((size_t)s->n_slots, sizeof *s->by_id);

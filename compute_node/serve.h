@@ -41,6 +41,7 @@ typedef struct lam_serve_opts {
     int max_ctx;            /* prompt + generated tokens per sequence */
     double queue_timeout_s; /* fail a request waiting this long for the attention nodes (0: never) */
     int threads;            /* OpenMP threads for the dense work, set on the loop's thread (0: as it is) */
+    int recompute_on_loss;  /* lam_sched_opts_t's */
 } lam_serve_opts_t;
 
 /* How a request ended. */

@@ -97,7 +97,8 @@ int lam_serve_run(const lam_serve_cfg_t *c, const lam_model_t *m, const lam_tok_
         goto done;
     }
     lam_serve_opts_t so = {.max_seqs = c->max_seqs, .max_queue = c->max_queue, .chunk = c->batch,
-                           .max_step_tokens = c->batch, .max_ctx = c->ctx, .threads = c->threads};
+                           .max_step_tokens = c->batch, .max_ctx = c->ctx, .threads = c->threads,
+                           .recompute_on_loss = c->recompute_on_loss};
     if (lam_serve_create(sk.p, sk.r, tok, m->cfg.vocab, &so, mx, &sv) != LAM_OK)
         goto done;
     lam_http_opts_t ho = {.listen = c->http_listen, .port = c->http_port, .api_key = c->api_key,

@@ -20,6 +20,7 @@ typedef struct lam_serve_cfg {
     int attn_timeout_ms, connect_timeout_ms, spin_us;
     /* scheduling */
     int ctx, batch, max_seqs, max_queue;
+    int recompute_on_loss;        /* lam_sched_opts_t's */
     int threads;                  /* OpenMP threads for the dense work (0: all cores) */
     /* requests */
     int default_max_tokens;

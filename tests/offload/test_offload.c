@@ -42,6 +42,7 @@ static int g_n_prompt[N_SEQ];
 static int32_t *g_ref[N_SEQ];          /* reference engine's greedy continuation */
 static char g_model_path[4096];
 static int g_spin_us;                  /* --spin-us of the nodes and the compute side */
+static int g_recompute;                /* the scheduler's recompute_on_loss */
 
 /* ---- a local cluster: N attention node processes + the compute side ---- */
 
@@ -134,7 +135,7 @@ static void on_done(void *ud, int req, lam_status_t st)
 static lam_sched_t *make_sched(cluster_t *c, run_t *run, int chunk)
 {
     lam_sched_opts_t so = {.max_seqs = N_SEQ, .max_queue = N_SEQ, .chunk = chunk, .max_step_tokens = 256,
-                           .max_ctx = 256, .queue_timeout_s = 30};
+                           .max_ctx = 256, .queue_timeout_s = 30, .recompute_on_loss = g_recompute};
     lam_sched_hooks_t h = {on_token, on_done, NULL, run};
     lam_sched_t *s = NULL;
     CU_ASSERT_FATAL(lam_sched_create(c->p, c->r, g_model->cfg.vocab, &so, &h, &s) == LAM_OK);
@@ -320,6 +321,55 @@ static void test_node_killed_polling(void)
     g_spin_us = 0;
 }
 
+/* With recompute_on_loss the requests survive the kill: they wait while
+ * the node is down, their KV is prefilled again once it is back, and every
+ * one of them ends with exactly the reference tokens. */
+static void test_node_killed_recompute(void)
+{
+    if (g_skip)
+        return;
+    g_recompute = 2;
+    cluster_t c;
+    CU_ASSERT_FATAL(cluster_start(&c, 3, "f32", 256) == 0);
+    run_t *run = calloc(1, sizeof *run);
+    lam_sched_t *s = make_sched(&c, run, 64);
+    submit_all(s, run, g_new);
+    int steps = 0;
+    while (steps < 6 && lam_sched_pending(s) > 0)
+        steps += lam_sched_step(s) > 0;
+    int port = c.np[1].port, before[N_SEQ];
+    memcpy(before, run->n_out, sizeof before);
+    lam_proc_stop(&c.np[1], 1);
+    /* keep stepping while it is down: nothing may fail or move on */
+    double t0 = lam_now_s();
+    while (lam_now_s() - t0 < 1.0)
+        if (lam_sched_step(s) == 0)
+            usleep(5000);
+    int done_early = 0, moved = 0;
+    for (int i = 0; i < g_nseq; i++) {
+        done_early += run->done[i];
+        moved += run->n_out[i] != before[i];
+    }
+    CU_ASSERT_EQUAL(done_early, 0);
+    CU_ASSERT_EQUAL(moved, 0);
+    CU_ASSERT_EQUAL(lam_sched_pending(s), g_nseq);
+    int started = start_node(&c, 1, port);
+    CU_ASSERT_EQUAL(started, 0);
+    if (started == 0) {
+        run_until_idle(s, 300);
+        CU_ASSERT_EQUAL(lam_sched_pending(s), 0);
+        int generated = 0;
+        for (int i = 0; i < g_nseq; i++)
+            generated += before[i];
+        printf("\n  node killed after %d generated tokens, back after 1 s", generated);
+        CU_ASSERT_EQUAL(count_exact(run), g_nseq);
+    }
+    lam_sched_destroy(s);
+    free(run);
+    cluster_stop(&c);
+    g_recompute = 0;
+}
+
 /* Configurations the compute side must refuse. */
 static void test_bad_config(void)
 {
@@ -428,6 +478,8 @@ int main(void)
     CU_add_test(s, "f16 KV, 3 nodes: teacher-forced top-1 >= 99%", test_f16_teacher_forced);
     CU_add_test(s, "node killed mid-generation, then back", test_node_killed);
     CU_add_test(s, "the same with the compute thread polling", test_node_killed_polling);
+    CU_add_test(s, "node killed with recompute-on-loss: the requests finish, reference tokens",
+                test_node_killed_recompute);
     CU_add_test(s, "bad configurations refused", test_bad_config);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
