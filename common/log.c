@@ -99,6 +99,17 @@ const char *lam_status_str(lam_status_t st)
     return "unknown status";
 }
 
+void lam_deadline_ts(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 double lam_now_s(void)
 {
     struct timespec ts;

@@ -18,4 +18,9 @@ void lam_log_msg(lam_log_level_t level, const char *file, int line, const char *
 /* Monotonic clock in seconds, for durations. */
 double lam_now_s(void);
 
+/* *ts = the CLOCK_REALTIME time ms milliseconds from now: the deadline
+ * pthread_cond_timedwait takes. */
+struct timespec;
+void lam_deadline_ts(struct timespec *ts, int ms);
+
 #endif

@@ -93,6 +93,9 @@ static size_t attn_size(const lam_remote_t *r, const node_t *n, int n_seq, int n
     return lam_wire_attn_layout(&h, result).total;
 }
 
+/* Micro-batch slot s is out with the nodes (mu held). */
+static bool mb_in_flight(const mb_slot_t *s) { return s->state == MB_SUBMITTED || s->state == MB_SENT; }
+
 /* ---- failure handling (comm thread) ---- */
 
 /* Fails every micro-batch in flight; called with mu held. */
@@ -100,7 +103,7 @@ static void fail_inflight_locked(lam_remote_t *r, lam_status_t why)
 {
     for (int m = 0; m < 2; m++) {
         mb_slot_t *s = &r->mb[m];
-        if (s->state == MB_SUBMITTED || s->state == MB_SENT) {
+        if (mb_in_flight(s)) {
             s->state = MB_FAILED;
             s->err = why;
             atomic_store(&r->fin[m], 1);
@@ -761,21 +764,10 @@ lam_status_t lam_remote_create(const lam_remote_opts_t *o, lam_remote_t **out)
 bool lam_remote_ready(lam_remote_t *r) { return atomic_load(&r->n_up) == r->o.n_nodes; }
 uint64_t lam_remote_epoch(lam_remote_t *r) { return atomic_load(&r->epoch); }
 
-static void deadline_ts(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 lam_status_t lam_remote_wait_ready(lam_remote_t *r, int timeout_ms)
 {
     struct timespec ts;
-    deadline_ts(&ts, timeout_ms);
+    lam_deadline_ts(&ts, timeout_ms);
     pthread_mutex_lock(&r->mu);
     int rc = 0;
     while (!lam_remote_ready(r) && rc != ETIMEDOUT)
@@ -820,7 +812,7 @@ lam_status_t lam_remote_submit(lam_remote_t *r, int mb, uint64_t step, int layer
     memset(s->st_buf, 0, (size_t)n_seq * sizeof *s->st_buf);
     atomic_store(&r->fin[mb], 0);
     s->state = MB_SUBMITTED;
-    bool other = r->mb[!mb].state == MB_SUBMITTED || r->mb[!mb].state == MB_SENT;
+    bool other = mb_in_flight(&r->mb[!mb]);
     pthread_mutex_unlock(&r->mu);
     if (other)
         set_muted(r, false); /* the other micro-batch needs progress while we compute */
@@ -845,7 +837,7 @@ lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
          * (one micro-batch at a time); the comm thread still runs a round
          * every 20 ms and whenever it is woken for releases or stats */
         pthread_mutex_lock(&r->mu);
-        bool other = r->mb[!mb].state == MB_SUBMITTED || r->mb[!mb].state == MB_SENT;
+        bool other = mb_in_flight(&r->mb[!mb]);
         pthread_mutex_unlock(&r->mu);
         if (other || !atomic_load(&r->fin[mb]))
             set_muted(r, false);
@@ -856,7 +848,7 @@ lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
         pthread_mutex_unlock(&r->mu);
         return LAM_ERR_INVALID_ARG;
     }
-    while (s->state == MB_SUBMITTED || s->state == MB_SENT)
+    while (mb_in_flight(s))
         pthread_cond_wait(&r->cv, &r->mu);
     lam_status_t st = s->state == MB_DONE ? LAM_OK : s->err;
     if (seq_status)

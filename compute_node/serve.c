@@ -154,13 +154,7 @@ static void publish_counts(lam_serve_t *s)
 static void wait_ms(lam_serve_t *s, int ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    lam_deadline_ts(&ts, ms);
     pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 }
 
@@ -339,13 +333,7 @@ lam_status_t lam_serve_submit(lam_serve_t *s, const int32_t *prompt, int n_promp
 void lam_serve_req_wait(lam_serve_req_t *q, int have, int timeout_ms, lam_serve_snap_t *snap)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    lam_deadline_ts(&ts, timeout_ms);
     pthread_mutex_lock(&q->mu);
     int rc = 0;
     while (q->n_tok <= have && q->end == LAM_SERVE_RUNNING && rc != ETIMEDOUT)

@@ -668,12 +668,7 @@ int fn_wait_bad_closed(fn_node_t *f, int want, double cap_s)
     pthread_mutex_lock(&f->mu);
     while (f->n.bad_closed < want && lam_now_s() < end) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        lam_deadline_ts(&ts, 20);
         pthread_cond_timedwait(&f->cv, &f->mu, &ts);
     }
     int v = f->n.bad_closed;
