@@ -4,6 +4,7 @@
 #include "attention_node/exec.h"
 
 #include "common/dtype.h"
+#include "common/log.h"
 #include "kernels/cpu/attn.h"
 
 #include <math.h>
@@ -56,7 +57,7 @@ static lam_status_t cpu_run(lam_an_exec_t *x)
     lam_attn_args_t a = {
         .n_seq = e->n_seq, .row = e->row, .pos = e->pos, .pages = e->pages,
         .k_off = (size_t)e->layer * g->layer_stride, .v_off = (size_t)e->layer * g->layer_stride + g->v_off,
-        .head_stride = g->head_stride, .page_tokens = g->page_tokens, .n_kv_heads = e->n_kv,
+        .head_stride = g->head_stride, .page_tokens = g->page_tokens, .k_layout = g->k_layout, .n_kv_heads = e->n_kv,
         .group = e->group, .head_dim = e->head_dim, .kv_dtype = e->kv_dtype,
         .scale = 1.0f / sqrtf((float)e->head_dim), .q = e->q32, .out = e->o32,
     };
@@ -109,6 +110,13 @@ lam_status_t lam_an_exec_cpu_create(const lam_an_exec_opts_t *o, lam_an_exec_t *
     }
     lam_kv_opts_t ko = o->kv;
     ko.page_pool = NULL;
+    /* K in 16-token tiles when the pages allow: the SIMD kernels need it */
+    int pt = ko.page_tokens ? ko.page_tokens : 16;
+    ko.k_layout = pt % LAM_ATTN_K_TILE == 0 ? LAM_ATTN_K_TILED : LAM_ATTN_K_ROWS;
+    if (ko.k_layout != LAM_ATTN_K_TILED)
+        lam_log_warn("attention node: --page-tokens %d is not a multiple of %d, so attention runs one query row "
+                     "at a time without SIMD (many times slower)",
+                     pt, LAM_ATTN_K_TILE);
     lam_status_t st = lam_kv_create(&ko, &e->base.kv);
     if (st != LAM_OK) {
         cpu_destroy(&e->base);

@@ -5,6 +5,7 @@
 
 #include "common/dtype.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "kernels/cpu/attn.h"
 
 #include <assert.h>
@@ -73,6 +74,14 @@ static lam_status_t kv_check_opts(const lam_kv_opts_t *o, size_t esz)
                       o->n_layers, o->n_kv_heads, o->head_dim, o->page_tokens, o->dtype, o->max_ctx, o->max_seqs);
         return LAM_ERR_INVALID_ARG;
     }
+    if (o->k_layout != LAM_ATTN_K_ROWS && o->k_layout != LAM_ATTN_K_TILED) {
+        lam_log_error("kv: unknown K layout %d", o->k_layout);
+        return LAM_ERR_INVALID_ARG;
+    }
+    if (o->k_layout == LAM_ATTN_K_TILED && o->page_tokens % LAM_ATTN_K_TILE) {
+        lam_log_error("kv: tiled K needs page_tokens a multiple of %d, not %d", LAM_ATTN_K_TILE, o->page_tokens);
+        return LAM_ERR_INVALID_ARG;
+    }
     return LAM_OK;
 }
 
@@ -109,7 +118,8 @@ static lam_status_t kv_alloc_pages(lam_kv_t *kv)
         return LAM_ERR_NO_MEMORY;
     }
     kv->have_arena = true;
-    kv->flags = MALLOCX_ARENA(kv->arena) | MALLOCX_ALIGN(KV_ALIGN) | MALLOCX_TCACHE_NONE;
+    /* slabs on 2 MiB boundaries so that huge pages can cover them whole */
+    kv->flags = MALLOCX_ARENA(kv->arena) | MALLOCX_ALIGN(LAM_HUGE_PAGE) | MALLOCX_TCACHE_NONE;
 
     size_t pb = kv->g.page_bytes;
     size_t slab = kv->o.slab_bytes ? kv->o.slab_bytes : KV_DEFAULT_SLAB;
@@ -129,6 +139,7 @@ static lam_status_t kv_alloc_pages(lam_kv_t *kv)
             return LAM_ERR_NO_MEMORY;
         }
         kv->slabs[kv->n_slabs++] = p;
+        lam_advise_huge(p, (size_t)np * pb);
         for (int64_t j = 0; j < np; j++)
             kv->free_pages[k++] = p + (size_t)j * pb;
         left -= np;
@@ -154,6 +165,7 @@ static lam_kv_geom_t kv_geom(const lam_kv_opts_t *o, size_t esz)
 {
     lam_kv_geom_t g = {0};
     g.page_tokens = o->page_tokens;
+    g.k_layout = o->k_layout;
     g.head_stride = (size_t)o->page_tokens * o->head_dim * esz;
     g.v_off = (size_t)o->n_kv_heads * g.head_stride;
     g.layer_stride = 2 * g.v_off;
@@ -395,6 +407,20 @@ lam_status_t lam_kv_reserve(lam_kv_t *kv, lam_kv_seq_t *s, int layer, int pos, i
     return st;
 }
 
+/* One K row into a tiled block: element d of key j goes 16 elements after
+ * element d - 1. Converted in pieces through a small buffer. */
+static void kv_write_tiled(uint8_t *blk, int j, int hd, int dtype, size_t esz, const uint8_t *src, int src_dtype)
+{
+    uint8_t buf[64 * 4];
+    size_t src_esz = lam_dtype_size((unsigned)src_dtype);
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        int n = hd - d0 < 64 ? hd - d0 : 64;
+        lam_convert(buf, dtype, src + (size_t)d0 * src_esz, src_dtype, (size_t)n);
+        for (int d = 0; d < n; d++)
+            memcpy(blk + lam_attn_k_index(LAM_ATTN_K_TILED, hd, j, d0 + d) * esz, buf + (size_t)d * esz, esz);
+    }
+}
+
 void lam_kv_write(lam_kv_t *kv, lam_kv_seq_t *s, int layer, int pos, int n, const void *k, const void *v,
                   int src_dtype)
 {
@@ -406,10 +432,15 @@ void lam_kv_write(lam_kv_t *kv, lam_kv_seq_t *s, int layer, int pos, int n, cons
     assert(pos + n <= s->n_pages * P && !kv->o.page_pool);
     for (int t = 0; t < n; t++) {
         uint8_t *page = s->pages[(pos + t) / P];
-        size_t r = (size_t)((pos + t) % P) * row;
+        int j = (pos + t) % P;
+        size_t r = (size_t)j * row;
         for (int h = 0; h < nkv; h++) {
             size_t src = ((size_t)t * nkv + h) * src_row;
-            lam_convert(page + k_off + h * g->head_stride + r, kv->o.dtype, ks + src, src_dtype, (size_t)hd);
+            uint8_t *kb = page + k_off + h * g->head_stride;
+            if (g->k_layout == LAM_ATTN_K_TILED)
+                kv_write_tiled(kb, j, hd, kv->o.dtype, kv->esz, ks + src, src_dtype);
+            else
+                lam_convert(kb + r, kv->o.dtype, ks + src, src_dtype, (size_t)hd);
             lam_convert(page + v_off + h * g->head_stride + r, kv->o.dtype, vs + src, src_dtype, (size_t)hd);
         }
     }
@@ -438,10 +469,12 @@ void lam_kv_read_row(const lam_kv_t *kv, const lam_kv_seq_t *s, int layer, int k
     const lam_kv_geom_t *g = &kv->g;
     assert(!kv->o.page_pool);
     const uint8_t *page = s->pages[pos / g->page_tokens];
-    size_t off = (size_t)layer * g->layer_stride + kv_head * g->head_stride +
-                 (size_t)(pos % g->page_tokens) * kv->o.head_dim * kv->esz;
-    lam_convert(k_out, LAM_DT_F32, page + off, kv->o.dtype, (size_t)kv->o.head_dim);
-    lam_convert(v_out, LAM_DT_F32, page + off + g->v_off, kv->o.dtype, (size_t)kv->o.head_dim);
+    int hd = kv->o.head_dim, j = pos % g->page_tokens;
+    size_t off = (size_t)layer * g->layer_stride + kv_head * g->head_stride;
+    for (int d = 0; d < hd; d++)
+        lam_convert(k_out + d, LAM_DT_F32, page + off + lam_attn_k_index(g->k_layout, hd, j, d) * kv->esz,
+                    kv->o.dtype, 1);
+    lam_convert(v_out, LAM_DT_F32, page + off + g->v_off + (size_t)j * hd * kv->esz, kv->o.dtype, (size_t)hd);
 }
 
 uint8_t *const *lam_kv_seq_pages(const lam_kv_seq_t *s) { return s->pages; }

@@ -10,6 +10,9 @@
  *
  * so a sequence has one page table shared by every layer, and position j of
  * any layer lives in page pages[j / page_tokens] at row j % page_tokens.
+ * With k_layout LAM_ATTN_K_TILED (CPU nodes) each K block is stored instead
+ * as tiles of 16 tokens, [head_dim][16] each (lam_attn_k_index); V blocks
+ * are always rows.
  *
  * All memory is taken at creation: the pages come from a dedicated jemalloc
  * arena in slabs (64 MiB, say) and are touched once so that the kernel has
@@ -48,6 +51,7 @@ typedef struct lam_kv_opts {
     int n_kv_heads;         /* this node's KV heads */
     int head_dim;
     int page_tokens;        /* 0: 16 */
+    int k_layout;           /* LAM_ATTN_K_ROWS, or LAM_ATTN_K_TILED (page_tokens a multiple of 16) */
     int dtype;              /* lam_dtype_t of the cache */
     size_t capacity_bytes;  /* page memory; rounded down to whole pages */
     int64_t capacity_pages; /* if > 0, used instead of capacity_bytes */
@@ -69,6 +73,7 @@ typedef struct lam_kv_geom {
     size_t layer_stride;    /* k_off(l) = l * layer_stride */
     size_t v_off;           /* v_off(l) = k_off(l) + v_off */
     int page_tokens;
+    int k_layout;           /* as in the options */
     int max_pages_per_seq;
 } lam_kv_geom_t;
 

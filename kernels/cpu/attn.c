@@ -13,22 +13,29 @@
 
 /* ---- the oracle ------------------------------------------------------- */
 
-static const uint8_t *kv_row(const lam_attn_args_t *a, int s, int h, size_t off, int j)
-{
-    size_t row_bytes = (size_t)a->head_dim * lam_dtype_size((unsigned)a->kv_dtype);
-    return a->pages[s][j / a->page_tokens] + off + (size_t)h * a->head_stride +
-           (size_t)(j % a->page_tokens) * row_bytes;
-}
-
-static float kv_elem(const uint8_t *row, int i, int dtype)
+/* Element d of key j of KV head h (K: a->k_off, either layout) or value j
+ * (V: a->v_off, rows) in sequence s. */
+static float kv_elem(const uint8_t *p, size_t idx, int dtype)
 {
     uint16_t h;
     float f;
     switch (dtype) {
-    case LAM_DT_F16: memcpy(&h, row + 2 * (size_t)i, 2); return lam_fp16_to_fp32(h);
-    case LAM_DT_BF16: memcpy(&h, row + 2 * (size_t)i, 2); return lam_bf16_to_fp32(h);
-    default: memcpy(&f, row + 4 * (size_t)i, 4); return f;
+    case LAM_DT_F16: memcpy(&h, p + 2 * idx, 2); return lam_fp16_to_fp32(h);
+    case LAM_DT_BF16: memcpy(&h, p + 2 * idx, 2); return lam_bf16_to_fp32(h);
+    default: memcpy(&f, p + 4 * idx, 4); return f;
     }
+}
+
+static float key_at(const lam_attn_args_t *a, int s, int h, int j, int d)
+{
+    const uint8_t *blk = a->pages[s][j / a->page_tokens] + a->k_off + (size_t)h * a->head_stride;
+    return kv_elem(blk, lam_attn_k_index(a->k_layout, a->head_dim, j % a->page_tokens, d), a->kv_dtype);
+}
+
+static float value_at(const lam_attn_args_t *a, int s, int h, int j, int d)
+{
+    const uint8_t *blk = a->pages[s][j / a->page_tokens] + a->v_off + (size_t)h * a->head_stride;
+    return kv_elem(blk, (size_t)(j % a->page_tokens) * a->head_dim + d, a->kv_dtype);
 }
 
 void lam_attn_paged_ref(const lam_attn_args_t *a, float *scratch)
@@ -43,10 +50,9 @@ void lam_attn_paged_ref(const lam_attn_args_t *a, float *scratch)
                 float *out = a->out + ((size_t)t * n_heads + qh) * hd;
                 float mx = -INFINITY;
                 for (int j = 0; j <= p; j++) {
-                    const uint8_t *k = kv_row(a, s, h, a->k_off, j);
                     float dot = 0.0f;
                     for (int d = 0; d < hd; d++)
-                        dot += q[d] * kv_elem(k, d, a->kv_dtype);
+                        dot += q[d] * key_at(a, s, h, j, d);
                     scratch[j] = dot * a->scale;
                     mx = fmaxf(mx, scratch[j]);
                 }
@@ -58,10 +64,9 @@ void lam_attn_paged_ref(const lam_attn_args_t *a, float *scratch)
                 for (int d = 0; d < hd; d++)
                     out[d] = 0.0f;
                 for (int j = 0; j <= p; j++) {
-                    const uint8_t *v = kv_row(a, s, h, a->v_off, j);
                     float w = scratch[j] / sum;
                     for (int d = 0; d < hd; d++)
-                        out[d] += w * kv_elem(v, d, a->kv_dtype);
+                        out[d] += w * value_at(a, s, h, j, d);
                 }
             }
         }
@@ -69,19 +74,8 @@ void lam_attn_paged_ref(const lam_attn_args_t *a, float *scratch)
 
 /* ---- the scalar ISA --------------------------------------------------- */
 
-static void load_k_scalar(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dtype)
-{
-    for (int j = 0; j < n; j++) {
-        float *d = dst + (size_t)j * hdp;
-        for (int i = 0; i < hd; i++)
-            d[i] = kv_elem(src[j], i, dtype);
-        for (int i = hd; i < hdp; i++)
-            d[i] = 0.0f;
-    }
-}
-
-static void qk_softmax_scalar(float *P, const float *Q, const float *K, const int *lim, int R, int nb, int hdp,
-                              float scale, float *m, float *l, float *alpha, attn_prefetch_t *pf)
+static void qk_softmax_scalar(float *P, const float *Q, const uint8_t *const *kt, int dtype, int hd, const int *lim,
+                              int R, int nb, int hdp, float *m, float *l, float *alpha, attn_prefetch_t *pf)
 {
     attn_prefetch_some(pf, pf->n);
     int nbp = (nb + 15) & ~15;
@@ -96,11 +90,11 @@ static void qk_softmax_scalar(float *P, const float *Q, const float *K, const in
             continue;
         float bm = -INFINITY;
         for (int j = 0; j < n; j++) {
-            const float *k = K + (size_t)j * hdp;
             float dot = 0.0f;
-            for (int d = 0; d < hdp; d++)
-                dot += q[d] * k[d];
-            p[j] = dot * scale;
+            for (int d = 0; d < hd; d++)
+                dot += q[d] * kv_elem(kt[j / LAM_ATTN_K_TILE], (size_t)d * LAM_ATTN_K_TILE + j % LAM_ATTN_K_TILE,
+                                      dtype);
+            p[j] = dot;
             bm = p[j] > bm ? p[j] : bm;
         }
         float sum = 0.0f;
@@ -128,14 +122,13 @@ static void pv_scalar(float *acc, const float *P, const uint8_t *const *vrow, in
         for (int j = 0; j < lim[r]; j++) {
             float w = P[(size_t)r * ATTN_BLOCK + j];
             for (int d = 0; d < hd; d++)
-                o[d] += w * kv_elem(vrow[j], d, dtype);
+                o[d] += w * kv_elem(vrow[j], (size_t)d, dtype);
         }
     }
 }
 
 const attn_isa_t lam_attn_isa_scalar = {
     .name = "scalar",
-    .load_k = load_k_scalar,
     .qk_softmax = qk_softmax_scalar,
     .pv = pv_scalar,
     .f32_to_f16 = lam_cvt_f32_to_f16_scalar,
@@ -216,7 +209,7 @@ const char *lam_attn_isa(void) { return lam_attn_isa_get()->name; }
 /* How an item's rows are cut: Rh rows per KV head (flattened token x
  * query-head-in-group index f0 .. f0+Rh of the sequence), nh KV heads. */
 typedef struct attn_plan {
-    int hdp, hda, nbmax;
+    int hdp, hda;
     int rph;       /* rows per head and item (the last chunk may have fewer) */
     int hpi;       /* KV heads per item */
 } attn_plan_t;
@@ -242,52 +235,59 @@ static void block_rows(const uint8_t **base, uint8_t *const *pages, int pt, size
 static void attn_item(const lam_attn_args_t *a, const attn_isa_t *isa, const attn_plan_t *pl, int s, int h0,
                       int nh, int f0, int Rh)
 {
-    float Q[ATTN_BUF_FLOATS] __attribute__((aligned(64)));   /* [nh*Rh][hdp] */
+    float Q[ATTN_BUF_FLOATS] __attribute__((aligned(64)));   /* [nh*Rh][hdp], scaled */
     float acc[ATTN_BUF_FLOATS] __attribute__((aligned(64))); /* [nh*Rh][hda] */
-    float K[ATTN_BUF_FLOATS] __attribute__((aligned(64)));   /* load_k's layout */
     float P[ATTN_MAX_ROWS * ATTN_BLOCK] __attribute__((aligned(64)));
     float l[ATTN_MAX_ROWS * ATTN_L_LANES] __attribute__((aligned(64)));
     float m[ATTN_MAX_ROWS], alpha[ATTN_MAX_ROWS];
     int lim[ATTN_MAX_ROWS];
-    const uint8_t *kp[ATTN_BLOCK], *vp[ATTN_BLOCK], *bases[2][ATTN_BLOCK]; /* this block's rows, the next's */
+    const uint8_t *vp[ATTN_BLOCK], *bases[2][ATTN_BLOCK]; /* this block's rows, the next's */
+    const uint8_t *kt[ATTN_BLOCK / LAM_ATTN_K_TILE], *kt_next[ATTN_BLOCK / LAM_ATTN_K_TILE];
 
     int G = a->group, n_heads = a->n_kv_heads * G, hd = a->head_dim;
     int hdp = pl->hdp, hda = pl->hda, R = nh * Rh;
     for (int r = 0; r < R; r++) {
         int hi = r / Rh, i = r % Rh, t = (f0 + i) / G, qh = (h0 + hi) * G + (f0 + i) % G;
-        memcpy(Q + (size_t)r * hdp, a->q + ((size_t)(a->row[s] + t) * n_heads + qh) * hd, (size_t)hd * 4);
+        const float *q = a->q + ((size_t)(a->row[s] + t) * n_heads + qh) * hd;
+        for (int d = 0; d < hd; d++)
+            Q[(size_t)r * hdp + d] = q[d] * a->scale;
         memset(Q + (size_t)r * hdp + hd, 0, (size_t)(hdp - hd) * 4);
         memset(acc + (size_t)r * hda, 0, (size_t)hda * 4);
         memset(l + (size_t)r * ATTN_L_LANES, 0, ATTN_L_LANES * 4);
         m[r] = -INFINITY;
     }
 
-    int pt = a->page_tokens, n_keys = a->pos[s] + (f0 + Rh - 1) / G + 1, nbmax = pl->nbmax;
-    size_t row_bytes = (size_t)hd * lam_dtype_size((unsigned)a->kv_dtype);
+    int pt = a->page_tokens, n_keys = a->pos[s] + (f0 + Rh - 1) / G + 1;
+    size_t row_bytes = (size_t)hd * lam_dtype_size((unsigned)a->kv_dtype), tile_bytes = LAM_ATTN_K_TILE * row_bytes;
     uint8_t *const *pages = a->pages[s];
     int pi = 0, pr = 0; /* page and row of the first key not in bases[] yet */
-    block_rows(bases[0], pages, pt, row_bytes, n_keys < nbmax ? n_keys : nbmax, &pi, &pr);
-    for (int j0 = 0, cur = 0; j0 < n_keys; j0 += nbmax, cur ^= 1) {
-        int nb = n_keys - j0 < nbmax ? n_keys - j0 : nbmax;
-        int nb_next = n_keys - j0 - nb < nbmax ? n_keys - j0 - nb : nbmax;
+    block_rows(bases[0], pages, pt, row_bytes, n_keys < ATTN_BLOCK ? n_keys : ATTN_BLOCK, &pi, &pr);
+    for (int j0 = 0, cur = 0; j0 < n_keys; j0 += ATTN_BLOCK, cur ^= 1) {
+        int nb = n_keys - j0 < ATTN_BLOCK ? n_keys - j0 : ATTN_BLOCK;
+        int nb_next = n_keys - j0 - nb < ATTN_BLOCK ? n_keys - j0 - nb : ATTN_BLOCK;
         block_rows(bases[!cur], pages, pt, row_bytes, nb_next, &pi, &pr);
         for (int i = 0; i < Rh; i++) {
             int n = a->pos[s] + (f0 + i) / G + 1 - j0;
             lim[i] = n < 0 ? 0 : n > nb ? nb : n;
         }
+        /* A block starts on a tile (ATTN_BLOCK and page_tokens are multiples
+         * of 16), so a tile's base is the row address of its first key. */
+        int nt = (nb + LAM_ATTN_K_TILE - 1) / LAM_ATTN_K_TILE;
+        int nt_next = (nb_next + LAM_ATTN_K_TILE - 1) / LAM_ATTN_K_TILE;
+        for (int t = 0; t < nt_next; t++)
+            kt_next[t] = bases[!cur][LAM_ATTN_K_TILE * t];
         /* Scores of every head, then values, so a page's K blocks are read
          * in address order, then its V blocks. Meanwhile the next block's
-         * rows are prefetched, one head's K or V per call, a few lines at
-         * a time from inside the kernels' loops. */
+         * tiles and rows are prefetched, one head's K or V per call, a few
+         * lines at a time from inside the kernels' loops. */
         for (int hi = 0; hi < nh; hi++) {
             size_t ko = a->k_off + (size_t)(h0 + hi) * a->head_stride;
-            attn_prefetch_t pf = {.rows = bases[!cur], .off = ko, .row_bytes = row_bytes, .n = nb_next};
-            for (int j = 0; j < nb; j++)
-                kp[j] = bases[cur][j] + ko;
+            attn_prefetch_t pf = {.rows = kt_next, .off = ko, .row_bytes = tile_bytes, .n = nt_next};
+            for (int t = 0; t < nt; t++)
+                kt[t] = bases[cur][LAM_ATTN_K_TILE * t] + ko;
             int r0 = hi * Rh;
-            isa->load_k(K, kp, nb, hd, hdp, a->kv_dtype);
-            isa->qk_softmax(P + (size_t)r0 * ATTN_BLOCK, Q + (size_t)r0 * hdp, K, lim, Rh, nb, hdp, a->scale,
-                            m + r0, l + (size_t)r0 * ATTN_L_LANES, alpha + r0, &pf);
+            isa->qk_softmax(P + (size_t)r0 * ATTN_BLOCK, Q + (size_t)r0 * hdp, kt, a->kv_dtype, hd, lim, Rh, nb,
+                            hdp, m + r0, l + (size_t)r0 * ATTN_L_LANES, alpha + r0, &pf);
         }
         for (int hi = 0; hi < nh; hi++) {
             size_t vo = a->v_off + (size_t)(h0 + hi) * a->head_stride;
@@ -311,9 +311,10 @@ static void attn_item(const lam_attn_args_t *a, const attn_isa_t *isa, const att
     }
 }
 
-/* head_dim beyond the stack buffers: one query row at a time, the output
- * row as the accumulator, scalar. No model has such heads; this keeps the
- * contract (any head_dim) without a second set of limits. */
+/* Row-layout K, or head_dim beyond the stack buffers: one query row at a
+ * time, the output row as the accumulator, scalar. The attention node
+ * tiles K whenever its pages allow and no model has such heads; this keeps
+ * the contract (any layout and head_dim) without a second fast path. */
 static void attn_rows_unbuffered(const lam_attn_args_t *a)
 {
     int n_heads = a->n_kv_heads * a->group, hd = a->head_dim;
@@ -334,10 +335,9 @@ static void attn_rows_unbuffered(const lam_attn_args_t *a)
         float *o = a->out + (size_t)i * hd, mx = -INFINITY, sum = 0.0f;
         memset(o, 0, (size_t)hd * 4);
         for (int j = 0; j <= p; j++) {
-            const uint8_t *k = kv_row(a, s, h, a->k_off, j), *v = kv_row(a, s, h, a->v_off, j);
             float dot = 0.0f;
             for (int d = 0; d < hd; d++)
-                dot += q[d] * kv_elem(k, d, a->kv_dtype);
+                dot += q[d] * key_at(a, s, h, j, d);
             dot *= a->scale;
             if (dot > mx) {
                 float c = expf(mx - dot);
@@ -349,7 +349,7 @@ static void attn_rows_unbuffered(const lam_attn_args_t *a)
             float w = expf(dot - mx);
             sum += w;
             for (int d = 0; d < hd; d++)
-                o[d] += w * kv_elem(v, d, a->kv_dtype);
+                o[d] += w * value_at(a, s, h, j, d);
         }
         for (int d = 0; d < hd; d++)
             o[d] /= sum;
@@ -366,7 +366,7 @@ static void attn_rows_unbuffered(const lam_attn_args_t *a)
 void lam_attn_paged(const lam_attn_args_t *a)
 {
     const attn_isa_t *isa = lam_attn_isa_get();
-    if (a->head_dim > ATTN_MAX_HEAD_DIM) {
+    if (a->head_dim > ATTN_MAX_HEAD_DIM || a->k_layout != LAM_ATTN_K_TILED || a->page_tokens % LAM_ATTN_K_TILE) {
         attn_rows_unbuffered(a);
         return;
     }
@@ -374,9 +374,6 @@ void lam_attn_paged(const lam_attn_args_t *a)
     attn_plan_t pl;
     pl.hdp = (a->head_dim + 15) & ~15;
     pl.hda = (a->head_dim + 63) & ~63;
-    pl.nbmax = ATTN_BUF_FLOATS / pl.hdp < ATTN_BLOCK ? ATTN_BUF_FLOATS / pl.hdp : ATTN_BLOCK;
-    if (pl.nbmax >= 16)
-        pl.nbmax &= ~15;
     int rmax = ATTN_BUF_FLOATS / pl.hda < ATTN_MAX_ROWS ? ATTN_BUF_FLOATS / pl.hda : ATTN_MAX_ROWS;
     /* whole tokens' worth of query heads per item when a group fits, else split it */
     int tok = rmax / G < ATTN_ITEM_TOKENS ? rmax / G : ATTN_ITEM_TOKENS;

@@ -4,17 +4,17 @@
  * lam_attn_paged (attn.c) splits the work into items: one sequence, one or
  * more KV heads and up to ATTN_MAX_ROWS query rows (tokens x query heads).
  * For each block of up to ATTN_BLOCK keys and each KV head of the item, the
- * driver calls three kernels of the chosen ISA:
- *   load_k      the block's K rows -> f32 in the ISA's own layout, converted
- *               once for all the head's query rows
- *   qk_softmax  scores of every row against every key of the block, the
- *               causal mask, and the online-softmax update (running max m,
- *               running sums l, accumulator rescale factor alpha); leaves
- *               the probabilities in P
+ * driver calls two kernels of the chosen ISA:
+ *   qk_softmax  scores of every row against every key of the block, read
+ *               from the cache's K tiles (LAM_ATTN_K_TILED: a vector of 16
+ *               keys per dim), the causal mask, and the online-softmax
+ *               update (running max m, running sums l, accumulator rescale
+ *               factor alpha); leaves the probabilities in P
  *   pv          acc[r] = acc[r] * alpha[r] + P[r] . V, reading the V rows
  *               straight from the cache
- * so each K/V row is read from the cache once per item. hdp is head_dim
- * rounded up to 16 (Q rows, zero padded), hda to 64 (acc rows). */
+ * so each K/V element is read from the cache and converted once per item
+ * and block of rows. Q rows come scaled by the score scale; hdp is
+ * head_dim rounded up to 16 (Q rows, zero padded), hda to 64 (acc rows). */
 #ifndef LAM_KERNELS_CPU_ATTN_INTERNAL_H
 #define LAM_KERNELS_CPU_ATTN_INTERNAL_H
 
@@ -23,7 +23,7 @@
 
 #define ATTN_BLOCK 64          /* keys per block (P row stride) */
 #define ATTN_MAX_ROWS 64       /* query rows per item */
-#define ATTN_BUF_FLOATS 4096   /* each of the Q, acc and K stack buffers */
+#define ATTN_BUF_FLOATS 4096   /* each of the Q and acc stack buffers */
 #define ATTN_L_LANES 16        /* partial softmax sums kept per row */
 /* Larger head_dim takes a one-row-at-a-time path without buffers. */
 #define ATTN_MAX_HEAD_DIM ATTN_BUF_FLOATS
@@ -46,18 +46,16 @@ static inline void attn_prefetch_some(attn_prefetch_t *pf, int k)
 
 typedef struct attn_isa {
     const char *name;
-    /* The K rows src[j < n] (hd elements of dtype) as f32 into dst, laid
-     * out as this ISA's qk_softmax reads them (at most round16(n) * hdp
-     * floats when hdp <= 256, n * hdp otherwise). */
-    void (*load_k)(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dtype);
-    /* Rows r < R (Q[r] hdp floats): s_j = scale * Q[r].K[j] for j < lim[r],
-     * masked beyond; m[r] = max(m[r], max s), alpha[r] = exp(m_old - m_new),
-     * l[r][..] = l[r][..] * alpha[r] + partial sums of p (ATTN_L_LANES of
-     * them, summed by the caller at the end), P[r][j] = exp(s_j - m_new)
-     * for j < round16(nb), 0 where masked. lim[r] = 0: alpha[r] = 1.
-     * Prefetches all of pf along the way. */
-    void (*qk_softmax)(float *P, const float *Q, const float *K, const int *lim, int R, int nb, int hdp,
-                       float scale, float *m, float *l, float *alpha, attn_prefetch_t *pf);
+    /* Rows r < R (Q[r] hdp floats, scaled): s_j = Q[r].K[j] for j < lim[r],
+     * masked beyond, K[j] being element j % 16 of tile kt[j / 16] (hd
+     * vectors of 16 elements of dtype, j < nb); m[r] = max(m[r], max s),
+     * alpha[r] = exp(m_old - m_new), l[r][..] = l[r][..] * alpha[r] +
+     * partial sums of p (ATTN_L_LANES of them, summed by the caller at the
+     * end), P[r][j] = exp(s_j - m_new) for j < round16(nb), 0 where masked.
+     * lim[r] = 0: alpha[r] = 1. Keys past lim may hold anything, NaN
+     * included. Prefetches all of pf along the way. */
+    void (*qk_softmax)(float *P, const float *Q, const uint8_t *const *kt, int dtype, int hd, const int *lim, int R,
+                       int nb, int hdp, float *m, float *l, float *alpha, attn_prefetch_t *pf);
     /* acc[r][0..hda) = acc[r] * alpha[r] + sum_{j < lim[r]} P[r][j] V_j,
      * V_j = row vrow[j] (hd elements of dtype, zero beyond). Prefetches all
      * of pf along the way. */

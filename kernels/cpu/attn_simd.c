@@ -60,162 +60,89 @@ I512 __m512 exp512(__m512 x)
     return _mm512_maskz_scalef_ps(live, p, n);
 }
 
-/* Shuffle-tree stages. st1(a, b): 128-bit lanes [a0+a2, a1+a3, b0+b2,
- * b1+b3] (8 partials of each); st2: 4 of each of 4 keys, one per lane;
- * st3, st4 the same within 128-bit lanes. */
-I512 __m512 st1(__m512 a, __m512 b)
+/* Element d of the 16 keys of a K tile, as f32. */
+I512 __m512 ktile512(const uint8_t *tile, int d, int dt)
 {
-    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
-}
-I512 __m512 st2(__m512 a, __m512 b)
-{
-    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xdd));
-}
-I512 __m512 st3(__m512 a, __m512 b)
-{
-    return _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xee));
-}
-I512 __m512 st4(__m512 a, __m512 b)
-{
-    return _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x88), _mm512_shuffle_ps(a, b, 0xdd));
-}
-
-/* K layouts. Up to PAIR_MAX_HDP, a group of 16 keys is stored as 8 pairs
- * in the order the tree consumes them: pair p interleaves keys A[p], B[p]
- * by 8 dims, [A 8c..8c+7, B 8c..8c+7] for c < hdp/8, so one FMA chain per
- * pair yields st1's output directly and the tree needs three stages, not
- * four. Beyond it the buffer holds fewer than 16 keys and rows are kept
- * whole (all four stages). */
-#define PAIR_MAX_HDP 256
-static const int8_t g_pair_a[8] = {0, 8, 1, 9, 2, 10, 3, 11};
-static const int8_t g_pair_b[8] = {4, 12, 5, 13, 6, 14, 7, 15};
-
-/* 16 values from dims 8c..8c+7 of rows ra and rb; mk selects the dims
- * below head_dim unless all are (full) */
-I512 __m512 oct_pair(const uint8_t *ra, const uint8_t *rb, int c, __mmask8 mk, int dt, int full)
-{
-    if (dt == LAM_DT_F32) {
-        __m256 lo = full ? _mm256_loadu_ps((const float *)(ra + 32 * c)) : _mm256_maskz_loadu_ps(mk, ra + 32 * c);
-        __m256 hi = full ? _mm256_loadu_ps((const float *)(rb + 32 * c)) : _mm256_maskz_loadu_ps(mk, rb + 32 * c);
-        return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-                                                   _mm256_castps_pd(hi), 1));
-    }
-    __m128i lo = full ? _mm_loadu_si128((const __m128i *)(ra + 16 * c)) : _mm_maskz_loadu_epi16(mk, ra + 16 * c);
-    __m128i hi = full ? _mm_loadu_si128((const __m128i *)(rb + 16 * c)) : _mm_maskz_loadu_epi16(mk, rb + 16 * c);
-    __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
     if (dt == LAM_DT_F16)
-        return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(tile + 32 * (size_t)d)));
+    if (dt == LAM_DT_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(tile + 32 * (size_t)d))), 16));
+    return _mm512_loadu_ps((const float *)(tile + 64 * (size_t)d));
 }
 
-I512 void load_k_pairs(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dt, int full)
+/* Raw scores of rows r < nr (Q rows hdp apart) against the 16 keys of each
+ * of the nt tiles: S[r][16t + i] = Q[r] . K[16t + i]. Each dim of each tile
+ * is converted once for all the rows; nr x nt accumulators, no reduction. */
+I512 void qk_tile512(float *S, const float *Q, int hdp, const uint8_t *const *kt, int hd, int nr, int nt, int dt)
 {
-    static const float zero_row[PAIR_MAX_HDP] __attribute__((aligned(64))); /* keys past n */
-    int n8 = hdp / 8;
-    __mmask8 mk[PAIR_MAX_HDP / 8];
-    for (int c = 0; c < n8; c++) {
-        int left = hd - 8 * c;
-        mk[c] = (__mmask8)(left >= 8 ? 0xff : left <= 0 ? 0 : (1u << left) - 1);
-    }
-    for (int g = 0; g < (n + 15) / 16; g++)
-        for (int p = 0; p < 8; p++) {
-            int ja = 16 * g + g_pair_a[p], jb = 16 * g + g_pair_b[p];
-            const uint8_t *ra = ja < n ? src[ja] : (const uint8_t *)zero_row;
-            const uint8_t *rb = jb < n ? src[jb] : (const uint8_t *)zero_row;
-            float *d = dst + (size_t)(16 * g + 2 * p) * hdp;
-#pragma GCC unroll 16
-            for (int c = 0; c < n8; c++)
-                _mm512_store_ps(d + 16 * c, oct_pair(ra, rb, c, mk[c], dt, full));
-        }
-}
-
-I512 void load_k_rows(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dt)
-{
-    int full = hd / 16, rem = hd % 16;
-    __mmask16 tail = (__mmask16)((1u << rem) - 1);
-    for (int j = 0; j < n; j++) {
-        float *d = dst + (size_t)j * hdp;
-        const uint8_t *s = src[j];
-        for (int c = 0; c <= full && 16 * c < hdp; c++) {
-            __mmask16 mk = c < full ? (__mmask16)0xffff : tail;
-            __m512 v;
-            if (dt == LAM_DT_F16)
-                v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, s + 32 * c));
-            else if (dt == LAM_DT_BF16)
-                v = _mm512_castsi512_ps(
-                    _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, s + 32 * c)), 16));
-            else
-                v = _mm512_maskz_loadu_ps(mk, s + 64 * c);
-            _mm512_store_ps(d + 16 * c, v);
+    __m512 acc[8][4], k[4];
+#pragma GCC unroll 8
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++)
+            acc[r][t] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int d = 0; d < hd; d++) {
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++)
+            k[t] = ktile512(kt[t], d, dt);
+#pragma GCC unroll 8
+        for (int r = 0; r < nr; r++) {
+            __m512 w = _mm512_set1_ps(Q[(size_t)r * hdp + d]);
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++)
+                acc[r][t] = _mm512_fmadd_ps(w, k[t], acc[r][t]);
         }
     }
-}
-
-T512 static void load_k_avx512(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dt)
-{
-    if (hdp > PAIR_MAX_HDP) {
-        load_k_rows(dst, src, n, hd, hdp, dt);
-        return;
-    }
-    /* one copy per dtype (and whole octs or not) so that is decided outside the loops */
-    if (dt == LAM_DT_F16 && hd == hdp && hd == 64)
-        load_k_pairs(dst, src, n, 64, 64, LAM_DT_F16, 1);
-    else if (dt == LAM_DT_F16 && hd == hdp)
-        load_k_pairs(dst, src, n, hd, hdp, LAM_DT_F16, 1);
-    else if (dt == LAM_DT_F16)
-        load_k_pairs(dst, src, n, hd, hdp, LAM_DT_F16, 0);
-    else if (dt == LAM_DT_BF16)
-        load_k_pairs(dst, src, n, hd, hdp, LAM_DT_BF16, hd == hdp);
-    else
-        load_k_pairs(dst, src, n, hd, hdp, LAM_DT_F32, hd == hdp);
-}
-
-/* [q0..q7, q0..q7] */
-I512 __m512 bcast8(const float *q)
-{
-    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_load_ps(q))));
-}
-
-/* Lane j = q . K[j] for the 16 keys of a pair-interleaved group. */
-I512 __m512 scores16_pairs(const float *q, const float *Kg, int hdp, int n8)
-{
-    __m512 t[8];
-    __m512 qc = bcast8(q);
 #pragma GCC unroll 8
-    for (int p = 0; p < 8; p++)
-        t[p] = _mm512_mul_ps(qc, _mm512_load_ps(Kg + (size_t)2 * p * hdp));
-#pragma GCC unroll 32
-    for (int c = 1; c < n8; c++) {
-        qc = bcast8(q + 8 * c);
-#pragma GCC unroll 8
-        for (int p = 0; p < 8; p++)
-            t[p] = _mm512_fmadd_ps(qc, _mm512_load_ps(Kg + (size_t)2 * p * hdp + 16 * c), t[p]);
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++)
+            _mm512_store_ps(S + (size_t)r * ATTN_BLOCK + 16 * t, acc[r][t]);
+}
+
+/* Up to 4 rows against 4 tiles at a time, 5 to 8 rows against 2: at most
+ * 16 accumulators. A block's missing tiles are stood in for by its first
+ * (their scores land past nb and are masked). */
+#define QK_TILE(NR, NT, DT)                                                                                           \
+    qk_tile512(S + (size_t)r0 * ATTN_BLOCK + 16 * t0, Q + (size_t)r0 * hdp, hdp, kq, hd, NR, NT, DT)
+#define QK_ROWS(DT)                                                                                                   \
+    switch (nr) {                                                                                                     \
+    case 1: QK_TILE(1, 4, DT); break;                                                                                 \
+    case 2: QK_TILE(2, 4, DT); break;                                                                                 \
+    case 3: QK_TILE(3, 4, DT); break;                                                                                 \
+    case 4: QK_TILE(4, 4, DT); break;                                                                                 \
+    case 5: QK_TILE(5, 2, DT); break;                                                                                 \
+    case 6: QK_TILE(6, 2, DT); break;                                                                                 \
+    case 7: QK_TILE(7, 2, DT); break;                                                                                 \
+    default: QK_TILE(8, 2, DT); break;                                                                                \
     }
-    return st4(st3(st2(t[0], t[1]), st2(t[2], t[3])), st3(st2(t[4], t[5]), st2(t[6], t[7])));
-}
 
-/* 16-lane partial sums of q . k over nv vectors */
-I512 __m512 dot_partial512(const float *q, const float *k, int nv)
+T512 static void qk_scores512(float *S, const float *Q, const uint8_t *const *kt, int dt, int hd, int R, int nb,
+                              int hdp, attn_prefetch_t *pf)
 {
-    __m512 t = _mm512_mul_ps(_mm512_load_ps(q), _mm512_load_ps(k));
-    for (int c = 1; c < nv; c++)
-        t = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), _mm512_load_ps(k + 16 * c), t);
-    return t;
+    int ntb = (nb + 15) / 16;
+    for (int r0 = 0; r0 < R; r0 += 8) {
+        int nr = R - r0 < 8 ? R - r0 : 8, tw = nr <= 4 ? 4 : 2;
+        for (int t0 = 0; t0 < ntb; t0 += tw) {
+            const uint8_t *kq[4];
+            for (int t = 0; t < tw; t++)
+                kq[t] = t0 + t < ntb ? kt[t0 + t] : kt[0];
+            /* this call's share of the prefetches */
+            attn_prefetch_some(pf, 1);
+            if (dt == LAM_DT_F16) {
+                QK_ROWS(LAM_DT_F16)
+            } else if (dt == LAM_DT_BF16) {
+                QK_ROWS(LAM_DT_BF16)
+            } else {
+                QK_ROWS(LAM_DT_F32)
+            }
+        }
+    }
 }
-
-/* Lane j = q . K[j] for whole rows K[j], j < n (<= 16), 0 beyond. The tree
- * leaves key 4a + b in lane 4b + a, so keys go in transposed. */
-I512 __m512 scores16_rows(const float *q, const float *K, int hdp, int n)
-{
-    int nv = hdp / 16;
-#define D(j) ((j) < n ? dot_partial512(q, K + (size_t)(j) * hdp, nv) : _mm512_setzero_ps())
-    __m512 a = st2(st1(D(0), D(4)), st1(D(8), D(12)));
-    __m512 b = st2(st1(D(1), D(5)), st1(D(9), D(13)));
-    __m512 c = st2(st1(D(2), D(6)), st1(D(10), D(14)));
-    __m512 d = st2(st1(D(3), D(7)), st1(D(11), D(15)));
-#undef D
-    return st4(st3(a, b), st3(c, d));
-}
+#undef QK_ROWS
+#undef QK_TILE
 
 /* Online-softmax update of one row from its masked scores s[0..ng). The
  * running max only moves when some score exceeds it, which a compare
@@ -248,41 +175,29 @@ I512 void softmax_row512(float *p, const __m512 *s, int ng, int ngb, float *m, f
     _mm512_store_ps(lv, sum);
 }
 
-I512 void qk_row512(float *p, const float *q, const float *K, int n, int nb, int hdp, int n8, float scale,
-                    float *m, float *lv, float *alpha)
+T512 static void qk_softmax_avx512(float *P, const float *Q, const uint8_t *const *kt, int dt, int hd,
+                                   const int *lim, int R, int nb, int hdp, float *m, float *l, float *alpha,
+                                   attn_prefetch_t *pf)
 {
-    __m512 s[ATTN_BLOCK / 16];
-    int ng = (n + 15) / 16;
-    for (int g = 0; g < ng; g++) {
-        int valid = n - 16 * g;
-        __m512 v = hdp <= PAIR_MAX_HDP ? scores16_pairs(q, K + (size_t)16 * g * hdp, hdp, n8)
-                                       : scores16_rows(q, K + (size_t)16 * g * hdp, hdp, valid < 16 ? valid : 16);
-        __mmask16 km = valid >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1);
-        s[g] = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), km, v, _mm512_set1_ps(scale));
-    }
-    softmax_row512(p, s, ng, (nb + 15) / 16, m, lv, alpha);
-}
-
-T512 static void qk_softmax_avx512(float *P, const float *Q, const float *K, const int *lim, int R, int nb, int hdp,
-                                   float scale, float *m, float *l, float *alpha, attn_prefetch_t *pf)
-{
-    int n8 = hdp / 8;
+    qk_scores512(P, Q, kt, dt, hd, R, nb, hdp, pf);
+    attn_prefetch_some(pf, pf->n);
+    int ngb = (nb + 15) / 16;
     for (int r = 0; r < R; r++) {
         float *p = P + (size_t)r * ATTN_BLOCK, *lv = l + (size_t)r * ATTN_L_LANES;
-        const float *q = Q + (size_t)r * hdp;
-        /* this row's share of the prefetches */
-        attn_prefetch_some(pf, (pf->n * (r + 1) + R - 1) / R - pf->next);
-        if (lim[r] == 0) {
+        int n = lim[r], ng = (n + 15) / 16;
+        if (n == 0) {
             alpha[r] = 1.0f;
-            for (int g = 0; g < (nb + 15) / 16; g++)
+            for (int g = 0; g < ngb; g++)
                 _mm512_store_ps(p + 16 * g, _mm512_setzero_ps());
-        } else if (n8 == 8) {
-            qk_row512(p, q, K, lim[r], nb, 64, 8, scale, &m[r], lv, &alpha[r]);
-        } else if (n8 == 16) {
-            qk_row512(p, q, K, lim[r], nb, 128, 16, scale, &m[r], lv, &alpha[r]);
-        } else {
-            qk_row512(p, q, K, lim[r], nb, hdp, n8, scale, &m[r], lv, &alpha[r]);
+            continue;
         }
+        __m512 s[ATTN_BLOCK / 16];
+        for (int g = 0; g < ng; g++) {
+            int valid = n - 16 * g;
+            __mmask16 km = valid >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1);
+            s[g] = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), km, _mm512_load_ps(p + 16 * g));
+        }
+        softmax_row512(p, s, ng, ngb, &m[r], lv, &alpha[r]);
     }
 }
 
@@ -388,7 +303,6 @@ T512 static void pv_avx512(float *acc, const float *P, const uint8_t *const *vro
 
 const attn_isa_t lam_attn_isa_avx512 = {
     .name = "avx512",
-    .load_k = load_k_avx512,
     .qk_softmax = qk_softmax_avx512,
     .pv = pv_avx512,
     .f32_to_f16 = lam_cvt_f32_to_f16_avx512,
@@ -428,27 +342,7 @@ I256 float hmax256(__m256 v)
     return _mm_cvtss_f32(x);
 }
 
-I256 __m256 dot_partial256(const float *q, const float *k, int nv)
-{
-    __m256 t = _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_load_ps(k));
-#pragma GCC unroll 16
-    for (int c = 1; c < nv; c++)
-        t = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c), _mm256_load_ps(k + 8 * c), t);
-    return t;
-}
-
-/* Lane j = q . K[j] for j < n (<= 8): the classic hadd tree. */
-I256 __m256 scores8(const float *q, const float *K, int hdp, int nv, int n)
-{
-#define D(j) ((j) < n ? dot_partial256(q, K + (size_t)(j) * hdp, nv) : _mm256_setzero_ps())
-    __m256 h01 = _mm256_hadd_ps(D(0), D(1)), h23 = _mm256_hadd_ps(D(2), D(3));
-    __m256 h45 = _mm256_hadd_ps(D(4), D(5)), h67 = _mm256_hadd_ps(D(6), D(7));
-#undef D
-    __m256 g0 = _mm256_hadd_ps(h01, h23), g1 = _mm256_hadd_ps(h45, h67);
-    return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
-}
-
-T256 static void load_k_avx2(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dtype)
+T256 static void load_rows_avx2(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dtype)
 {
     int full = hd / 8;
     for (int j = 0; j < n; j++) {
@@ -483,61 +377,109 @@ T256 static void load_k_avx2(float *dst, const uint8_t *const *src, int n, int h
     }
 }
 
-I256 void qk_row256(float *p, const float *q, const float *K, int n, int nb, int hdp, int nv, float scale,
-                    float *m, float *lv, float *alpha)
+/* Elements d of keys 8h .. 8h+7 of a K tile, as f32. */
+I256 __m256 ktile256(const uint8_t *tile, int d, int h, int dt)
 {
-    __m256 s[ATTN_BLOCK / 8];
-    int ng = (n + 7) / 8, ngb = (nb + 15) / 16 * 2;
-    __m256 mx = _mm256_set1_ps(-INFINITY);
-    for (int g = 0; g < ng; g++) {
-        int valid = n - 8 * g;
-        const float *Kg = K + (size_t)8 * g * hdp;
-        __m256 v = valid >= 8 ? scores8(q, Kg, hdp, nv, 8) : scores8(q, Kg, hdp, nv, valid);
-        v = _mm256_mul_ps(v, _mm256_set1_ps(scale));
-        if (valid < 8) {
-            __m256 idx = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
-            __m256 keep = _mm256_cmp_ps(idx, _mm256_set1_ps((float)valid), _CMP_LT_OQ);
-            v = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, keep);
-        }
-        s[g] = v;
-        mx = _mm256_max_ps(mx, v);
-    }
-    float bm = hmax256(mx);
-    __m256 sum = _mm256_load_ps(lv);
-    *alpha = 1.0f;
-    if (bm > *m) {
-        *alpha = expf(*m - bm);
-        *m = bm;
-        sum = _mm256_mul_ps(sum, _mm256_set1_ps(*alpha));
-    }
-    __m256 mv = _mm256_set1_ps(*m);
-    for (int g = 0; g < ng; g++) {
-        __m256 e = exp256(_mm256_sub_ps(s[g], mv));
-        sum = _mm256_add_ps(sum, e);
-        _mm256_store_ps(p + 8 * g, e);
-    }
-    for (int g = ng; g < ngb; g++)
-        _mm256_store_ps(p + 8 * g, _mm256_setzero_ps());
-    _mm256_store_ps(lv, sum);
+    if (dt == LAM_DT_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(tile + 32 * (size_t)d + 16 * h)));
+    if (dt == LAM_DT_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(tile + 32 * (size_t)d + 16 * h))), 16));
+    return _mm256_loadu_ps((const float *)(tile + 64 * (size_t)d + 32 * h));
 }
 
-T256 static void qk_softmax_avx2(float *P, const float *Q, const float *K, const int *lim, int R, int nb, int hdp,
-                                 float scale, float *m, float *l, float *alpha, attn_prefetch_t *pf)
+/* As qk_tile512 with 8-key halves: nr <= 2 rows x nt <= 2 tiles, 8 ymm
+ * accumulators. */
+I256 void qk_tile256(float *S, const float *Q, int hdp, const uint8_t *const *kt, int hd, int nr, int nt, int dt)
+{
+    __m256 acc[2][4], k[4];
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 2 * nt; c++)
+            acc[r][c] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (int d = 0; d < hd; d++) {
+#pragma GCC unroll 4
+        for (int c = 0; c < 2 * nt; c++)
+            k[c] = ktile256(kt[c / 2], d, c % 2, dt);
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++) {
+            __m256 w = _mm256_set1_ps(Q[(size_t)r * hdp + d]);
+#pragma GCC unroll 4
+            for (int c = 0; c < 2 * nt; c++)
+                acc[r][c] = _mm256_fmadd_ps(w, k[c], acc[r][c]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 2 * nt; c++)
+            _mm256_store_ps(S + (size_t)r * ATTN_BLOCK + 8 * c, acc[r][c]);
+}
+
+T256 static void qk_softmax_avx2(float *P, const float *Q, const uint8_t *const *kt, int dt, int hd, const int *lim,
+                                 int R, int nb, int hdp, float *m, float *l, float *alpha, attn_prefetch_t *pf)
 {
     attn_prefetch_some(pf, pf->n);
-    int nv = hdp / 8;
+    int ntb = (nb + 15) / 16, ngb = 2 * ntb;
+    for (int r0 = 0; r0 < R; r0 += 2)
+        for (int t0 = 0; t0 < ntb; t0 += 2) {
+            const uint8_t *kq[2] = {kt[t0], t0 + 1 < ntb ? kt[t0 + 1] : kt[0]};
+            float *S = P + (size_t)r0 * ATTN_BLOCK + 16 * t0;
+            const float *q = Q + (size_t)r0 * hdp;
+            if (R - r0 >= 2) {
+                if (dt == LAM_DT_F16)
+                    qk_tile256(S, q, hdp, kq, hd, 2, 2, LAM_DT_F16);
+                else if (dt == LAM_DT_BF16)
+                    qk_tile256(S, q, hdp, kq, hd, 2, 2, LAM_DT_BF16);
+                else
+                    qk_tile256(S, q, hdp, kq, hd, 2, 2, LAM_DT_F32);
+            } else {
+                if (dt == LAM_DT_F16)
+                    qk_tile256(S, q, hdp, kq, hd, 1, 2, LAM_DT_F16);
+                else if (dt == LAM_DT_BF16)
+                    qk_tile256(S, q, hdp, kq, hd, 1, 2, LAM_DT_BF16);
+                else
+                    qk_tile256(S, q, hdp, kq, hd, 1, 2, LAM_DT_F32);
+            }
+        }
     for (int r = 0; r < R; r++) {
         float *p = P + (size_t)r * ATTN_BLOCK, *lv = l + (size_t)r * ATTN_L_LANES;
-        const float *q = Q + (size_t)r * hdp;
-        if (lim[r] == 0) {
-            alpha[r] = 1.0f;
-            for (int g = 0; g < (nb + 15) / 16 * 2; g++)
+        int n = lim[r], ng = (n + 7) / 8;
+        alpha[r] = 1.0f;
+        if (n == 0) {
+            for (int g = 0; g < ngb; g++)
                 _mm256_store_ps(p + 8 * g, _mm256_setzero_ps());
-        } else if (nv == 8) {
-            qk_row256(p, q, K, lim[r], nb, hdp, 8, scale, &m[r], lv, &alpha[r]);
-        } else {
-            qk_row256(p, q, K, lim[r], nb, hdp, nv, scale, &m[r], lv, &alpha[r]);
+            continue;
         }
+        __m256 s[ATTN_BLOCK / 8], mx = _mm256_set1_ps(-INFINITY);
+        const __m256 idx = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+        for (int g = 0; g < ng; g++) {
+            __m256 v = _mm256_load_ps(p + 8 * g);
+            int valid = n - 8 * g;
+            if (valid < 8)
+                v = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v,
+                                     _mm256_cmp_ps(idx, _mm256_set1_ps((float)valid), _CMP_LT_OQ));
+            s[g] = v;
+            mx = _mm256_max_ps(mx, v);
+        }
+        float bm = hmax256(mx);
+        __m256 sum = _mm256_load_ps(lv);
+        if (bm > m[r]) {
+            alpha[r] = expf(m[r] - bm);
+            m[r] = bm;
+            sum = _mm256_mul_ps(sum, _mm256_set1_ps(alpha[r]));
+        }
+        __m256 mv = _mm256_set1_ps(m[r]);
+        for (int g = 0; g < ng; g++) {
+            __m256 e = exp256(_mm256_sub_ps(s[g], mv));
+            sum = _mm256_add_ps(sum, e);
+            _mm256_store_ps(p + 8 * g, e);
+        }
+        for (int g = ng; g < ngb; g++)
+            _mm256_store_ps(p + 8 * g, _mm256_setzero_ps());
+        _mm256_store_ps(lv, sum);
     }
 }
 
@@ -570,36 +512,42 @@ I256 void pv_tile256(float *acc, int hda, const float *P, const float *V, int hd
             _mm256_store_ps(acc + (size_t)r * hda + 8 * c, a[r][c]);
 }
 
-/* V rows converted once into a local [n][hdp] buffer, then 2-row tiles. */
+/* V rows converted into a local [kc][hdp] buffer, kc keys at a time (all
+ * of the block unless head_dim is large), then 2-row tiles over them. */
 T256 static void pv_avx2(float *acc, const float *P, const uint8_t *const *vrow, int dt, int hd, int hda,
                          const float *alpha, const int *lim, int R, attn_prefetch_t *pf)
 {
     attn_prefetch_some(pf, pf->n);
+    static const float no_rescale[2] = {1.0f, 1.0f};
     float V[ATTN_BUF_FLOATS] __attribute__((aligned(64)));
     int hdp = (hd + 15) & ~15, nvt = hdp / 8, nmax = 0; /* nvt even */
+    int kc = ATTN_BUF_FLOATS / hdp < ATTN_BLOCK ? ATTN_BUF_FLOATS / hdp : ATTN_BLOCK;
     for (int r = 0; r < R; r++)
         nmax = lim[r] > nmax ? lim[r] : nmax;
-    load_k_avx2(V, vrow, nmax, hd, hdp, dt);
-    for (int r0 = 0; r0 < R; r0 += 2) {
-        int nr = R - r0 < 2 ? R - r0 : 2, n = 0;
-        for (int r = r0; r < r0 + nr; r++)
-            n = lim[r] > n ? lim[r] : n;
-        float *ac = acc + (size_t)r0 * hda;
-        const float *pr = P + (size_t)r0 * ATTN_BLOCK;
-        for (int c0 = 0; c0 < nvt; c0 += 4) {
-            if (nvt - c0 >= 4 && nr == 2)
-                pv_tile256(ac + 8 * c0, hda, pr, V + 8 * c0, hdp, alpha + r0, n, 2, 4);
-            else if (nvt - c0 >= 4)
-                pv_tile256(ac + 8 * c0, hda, pr, V + 8 * c0, hdp, alpha + r0, n, 1, 4);
-            else
-                pv_tile256(ac + 8 * c0, hda, pr, V + 8 * c0, hdp, alpha + r0, n, nr, 2);
+    for (int j0 = 0; j0 < nmax || j0 == 0; j0 += kc) {
+        int nk = nmax - j0 < kc ? nmax - j0 : kc;
+        load_rows_avx2(V, vrow + j0, nk, hd, hdp, dt);
+        for (int r0 = 0; r0 < R; r0 += 2) {
+            int nr = R - r0 < 2 ? R - r0 : 2, n = 0;
+            for (int r = r0; r < r0 + nr; r++)
+                n = lim[r] - j0 > n ? lim[r] - j0 : n;
+            n = n < nk ? n : nk;
+            float *ac = acc + (size_t)r0 * hda;
+            const float *pr = P + (size_t)r0 * ATTN_BLOCK + j0, *al = j0 ? no_rescale : alpha + r0;
+            for (int c0 = 0; c0 < nvt; c0 += 4) {
+                if (nvt - c0 >= 4 && nr == 2)
+                    pv_tile256(ac + 8 * c0, hda, pr, V + 8 * c0, hdp, al, n, 2, 4);
+                else if (nvt - c0 >= 4)
+                    pv_tile256(ac + 8 * c0, hda, pr, V + 8 * c0, hdp, al, n, 1, 4);
+                else
+                    pv_tile256(ac + 8 * c0, hda, pr, V + 8 * c0, hdp, al, n, nr, 2);
+            }
         }
     }
 }
 
 const attn_isa_t lam_attn_isa_avx2 = {
     .name = "avx2",
-    .load_k = load_k_avx2,
     .qk_softmax = qk_softmax_avx2,
     .pv = pv_avx2,
     .f32_to_f16 = lam_cvt_f32_to_f16_avx2,

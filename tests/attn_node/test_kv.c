@@ -66,6 +66,14 @@ static void test_bad_opts(void)
     o.max_seqs = 0;
     CU_ASSERT(lam_kv_create(&o, &kv) == LAM_ERR_INVALID_ARG);
     o = small_opts(LAM_DT_F16);
+    o.k_layout = LAM_ATTN_K_TILED; /* 4-token pages cannot hold 16-token tiles */
+    CU_ASSERT(lam_kv_create(&o, &kv) == LAM_ERR_INVALID_ARG);
+    o.page_tokens = 24;
+    CU_ASSERT(lam_kv_create(&o, &kv) == LAM_ERR_INVALID_ARG);
+    o.page_tokens = 16;
+    o.k_layout = 7;
+    CU_ASSERT(lam_kv_create(&o, &kv) == LAM_ERR_INVALID_ARG);
+    o = small_opts(LAM_DT_F16);
     o.capacity_pages = 0;
     o.capacity_bytes = 100; /* less than one page */
     CU_ASSERT(lam_kv_create(&o, &kv) == LAM_ERR_CONFIG);
@@ -82,17 +90,19 @@ static void test_bad_opts(void)
 }
 
 /* Writes random chunks through several layers of several sequences, in all
- * three cache dtypes and from f32 and f16 sources, then checks every row
- * both with lam_kv_read_row and at the byte offsets the layout contract
- * gives. */
+ * three cache dtypes, from f32 and f16 sources and in both K layouts (rows
+ * on 4-token pages, tiles on 16-token pages), then checks every row both
+ * with lam_kv_read_row and at the byte offsets the layout contract gives. */
 static void test_roundtrip(void)
 {
     enum { NS = 3, NL = 3, NKV = 2, HD = 8, CTX = 40 };
     static float ref_k[NS][NL][CTX][NKV][HD], ref_v[NS][NL][CTX][NKV][HD];
     for (int dt = 0; dt < LAM_DT_END; dt++)
-        for (int src_dt = 0; src_dt < 2; src_dt++) {
-            int src = src_dt ? LAM_DT_F16 : LAM_DT_F32;
+        for (int src_dt = 0; src_dt < 4; src_dt++) {
+            int src = src_dt % 2 ? LAM_DT_F16 : LAM_DT_F32, layout = src_dt / 2, PT = layout ? 16 : 4;
             lam_kv_opts_t o = small_opts(dt);
+            o.k_layout = layout;
+            o.page_tokens = PT;
             lam_kv_t *kv = NULL;
             CU_ASSERT_FATAL(lam_kv_create(&o, &kv) == LAM_OK);
             lam_kv_seq_t *s[NS];
@@ -113,12 +123,12 @@ static void test_roundtrip(void)
                                     vf[t][h][d] = frand();
                                     kh[t][h][d] = lam_fp32_to_fp16(kf[t][h][d]);
                                     vh[t][h][d] = lam_fp32_to_fp16(vf[t][h][d]);
-                                    float kx = src_dt ? lam_fp16_to_fp32(kh[t][h][d]) : kf[t][h][d];
-                                    float vx = src_dt ? lam_fp16_to_fp32(vh[t][h][d]) : vf[t][h][d];
+                                    float kx = src_dt % 2 ? lam_fp16_to_fp32(kh[t][h][d]) : kf[t][h][d];
+                                    float vx = src_dt % 2 ? lam_fp16_to_fp32(vh[t][h][d]) : vf[t][h][d];
                                     ref_k[i][l][pos[i] + t][h][d] = stored(kx, dt);
                                     ref_v[i][l][pos[i] + t][h][d] = stored(vx, dt);
                                 }
-                        lam_status_t st = src_dt ? lam_kv_append(kv, s[i], l, pos[i], n, kh, vh, src)
+                        lam_status_t st = src_dt % 2 ? lam_kv_append(kv, s[i], l, pos[i], n, kh, vh, src)
                                                  : lam_kv_append(kv, s[i], l, pos[i], n, kf, vf, src);
                         CU_ASSERT(st == LAM_OK);
                         CU_ASSERT(lam_kv_seq_len(s[i], l) == pos[i] + n);
@@ -129,26 +139,27 @@ static void test_roundtrip(void)
             size_t esz = lam_dtype_size((unsigned)dt);
             int bad = 0;
             for (int i = 0; i < NS; i++) {
-                CU_ASSERT(lam_kv_seq_pages_held(s[i]) == (pos[i] + 3) / 4);
+                CU_ASSERT(lam_kv_seq_pages_held(s[i]) == (pos[i] + PT - 1) / PT);
                 uint8_t *const *pages = lam_kv_seq_pages(s[i]);
                 for (int l = 0; l < NL; l++)
                     for (int p = 0; p < pos[i]; p++)
                         for (int h = 0; h < NKV; h++) {
                             float k[HD], v[HD];
                             lam_kv_read_row(kv, s[i], l, h, p, k, v);
-                            const uint8_t *row = pages[p / 4] + l * g->layer_stride + h * g->head_stride +
-                                                 (size_t)(p % 4) * HD * esz;
+                            const uint8_t *blk = pages[p / PT] + l * g->layer_stride + h * g->head_stride;
+                            const uint8_t *vrow = blk + g->v_off + (size_t)(p % PT) * HD * esz;
                             for (int d = 0; d < HD; d++) {
+                                size_t ki = lam_attn_k_index(layout, HD, p % PT, d);
                                 bad += k[d] != ref_k[i][l][p][h][d] || v[d] != ref_v[i][l][p][h][d];
-                                bad += lam_dtype_load(row + d * esz, dt) != ref_k[i][l][p][h][d];
-                                bad += lam_dtype_load(row + g->v_off + d * esz, dt) != ref_v[i][l][p][h][d];
+                                bad += lam_dtype_load(blk + ki * esz, dt) != ref_k[i][l][p][h][d];
+                                bad += lam_dtype_load(vrow + d * esz, dt) != ref_v[i][l][p][h][d];
                             }
                         }
             }
             CU_ASSERT(bad == 0);
             if (bad)
-                printf("\n  roundtrip kv %s from %s: %d mismatches\n", lam_dtype_name((unsigned)dt),
-                       lam_dtype_name((unsigned)src), bad);
+                printf("\n  roundtrip kv %s from %s, K layout %d: %d mismatches\n", lam_dtype_name((unsigned)dt),
+                       lam_dtype_name((unsigned)src), layout, bad);
             lam_kv_destroy(kv);
         }
 }
@@ -348,13 +359,15 @@ static void test_hash_churn(void)
 }
 
 /* The paged kernels read what the cache wrote: attention over the pages
- * equals attention over contiguous copies of the same keys and values. */
+ * equals attention over contiguous copies of the same keys and values, in
+ * both K layouts (the tiled one on the SIMD path, rows on the scalar one). */
 static void test_kernel_reads_pages(void)
 {
     enum { NL = 2, NKV = 2, G = 3, HD = 16, NQ = NKV * G };
-    for (int dt = 0; dt < LAM_DT_END; dt++) {
-        lam_kv_opts_t o = {.n_layers = NL, .n_kv_heads = NKV, .head_dim = HD, .page_tokens = 4, .dtype = dt,
-                           .capacity_pages = 64, .max_ctx = 64, .max_seqs = 4};
+    for (int c = 0; c < 2 * LAM_DT_END; c++) {
+        int dt = c % LAM_DT_END, layout = c / LAM_DT_END, PT = layout ? 16 : 4;
+        lam_kv_opts_t o = {.n_layers = NL, .n_kv_heads = NKV, .head_dim = HD, .page_tokens = PT, .k_layout = layout,
+                           .dtype = dt, .capacity_pages = 64, .max_ctx = 64, .max_seqs = 4};
         lam_kv_t *kv = NULL;
         CU_ASSERT_FATAL(lam_kv_create(&o, &kv) == LAM_OK);
         int lens[2] = {13, 7};
@@ -384,7 +397,8 @@ static void test_kernel_reads_pages(void)
             q[i / (NQ * HD)][i % (NQ * HD)] = frand();
         const lam_kv_geom_t *g = lam_kv_geom(kv);
         lam_attn_args_t a = {.n_seq = 2, .row = row, .pos = pos, .pages = pages, .k_off = g->layer_stride,
-                             .v_off = g->layer_stride + g->v_off, .head_stride = g->head_stride, .page_tokens = 4,
+                             .v_off = g->layer_stride + g->v_off, .head_stride = g->head_stride, .page_tokens = PT,
+                             .k_layout = layout,
                              .n_kv_heads = NKV, .group = G, .head_dim = HD, .kv_dtype = dt,
                              .scale = 1.0f / sqrtf(HD), .q = &q[0][0], .out = &out[0][0]};
         lam_attn_paged(&a);
@@ -397,7 +411,7 @@ static void test_kernel_reads_pages(void)
         }
         CU_ASSERT(err < 1e-5);
         if (err >= 1e-5)
-            printf("\n  kernel over pages (%s): max error %g\n", lam_dtype_name((unsigned)dt), err);
+            printf("\n  kernel over pages (%s, K layout %d): max error %g\n", lam_dtype_name((unsigned)dt), layout, err);
         lam_kv_destroy(kv);
     }
 }

@@ -63,12 +63,14 @@ typedef struct cache {
 } cache_t;
 
 /* n_tok[s] query tokens of sequence s start at position pos[s]. Key values
- * are kscale * U(-1,1), values U(-1,1), queries qscale * U(-1,1). */
+ * are kscale * U(-1,1), values U(-1,1), queries qscale * U(-1,1). K is tiled
+ * when pt allows (the SIMD path), else in rows (the scalar fallback). */
 static void cache_init(cache_t *c, int n_seq, const int *n_tok, const int *pos, int pt, int H, int G, int hd,
                        int dtype, float qscale, float kscale)
 {
     memset(c, 0, sizeof *c);
     size_t esz = lam_dtype_size((unsigned)dtype);
+    int layout = pt % LAM_ATTN_K_TILE ? LAM_ATTN_K_ROWS : LAM_ATTN_K_TILED;
     size_t head_stride = (size_t)pt * hd * esz + 4 * (size_t)(1 + irand(8)); /* padding between heads */
     size_t k_off = 4 * (size_t)irand(16), v_off = k_off + H * head_stride + 4 * (size_t)irand(16);
     c->page_bytes = v_off + H * head_stride + 4 * (size_t)irand(4);
@@ -110,11 +112,13 @@ static void cache_init(cache_t *c, int n_seq, const int *n_tok, const int *pos, 
             c->seq_pages[s][pg] = c->blocks[perm[next++]] + GUARD_BYTES;
         for (int j = 0; j < n_keys; j++)
             for (int h = 0; h < H; h++) {
-                uint8_t *base = c->seq_pages[s][j / pt] + h * head_stride + (size_t)(j % pt) * hd * esz;
+                uint8_t *blk = c->seq_pages[s][j / pt] + h * head_stride;
+                uint8_t *vrow = blk + v_off + (size_t)(j % pt) * hd * esz;
                 for (int d = 0; d < hd; d++) {
-                    lam_dtype_store(base + k_off + d * esz, dtype, kscale * frand());
-                    lam_dtype_store(base + v_off + d * esz, dtype, frand());
-                    float v = fabsf(lam_dtype_load(base + v_off + d * esz, dtype));
+                    lam_dtype_store(blk + k_off + lam_attn_k_index(layout, hd, j % pt, d) * esz, dtype,
+                                    kscale * frand());
+                    lam_dtype_store(vrow + d * esz, dtype, frand());
+                    float v = fabsf(lam_dtype_load(vrow + d * esz, dtype));
                     c->vmax = v > c->vmax ? v : c->vmax;
                 }
             }
@@ -133,7 +137,8 @@ static void cache_init(cache_t *c, int n_seq, const int *n_tok, const int *pos, 
     c->scratch = malloc((max_pos + 1) * sizeof *c->scratch);
     c->a = (lam_attn_args_t){.n_seq = n_seq, .row = c->row, .pos = c->pos,
                              .pages = (uint8_t *const *const *)c->seq_pages, .k_off = k_off, .v_off = v_off,
-                             .head_stride = head_stride, .page_tokens = pt, .n_kv_heads = H, .group = G,
+                             .head_stride = head_stride, .page_tokens = pt, .k_layout = layout,
+                             .n_kv_heads = H, .group = G,
                              .head_dim = hd, .kv_dtype = dtype, .scale = 1.0f / sqrtf((float)hd),
                              .q = c->q, .out = c->out};
 }
@@ -195,10 +200,10 @@ static bool check_case(cache_t *c, const char *what)
         bool guards = cache_guards_ok(c);
         if (bad || err > tol || !guards) {
             const lam_attn_args_t *a = &c->a;
-            printf("\n  FAIL %s isa=%s seed=%u: n_seq=%d tokens=%d H=%d G=%d hd=%d %s pt=%d: max err %.3g "
+            printf("\n  FAIL %s isa=%s seed=%u: n_seq=%d tokens=%d H=%d G=%d hd=%d %s pt=%d K%s: max err %.3g "
                    "(tol %.3g) at %zu (%g vs %g), %zu non-finite, guards %s\n",
                    what, g_isa_names[i], g_seed, a->n_seq, a->row[a->n_seq], a->n_kv_heads, a->group, a->head_dim,
-                   lam_dtype_name((unsigned)a->kv_dtype), a->page_tokens, err, tol, worst, c->out[worst],
+                   lam_dtype_name((unsigned)a->kv_dtype), a->page_tokens, a->k_layout ? " tiled" : " rows", err, tol, worst, c->out[worst],
                    c->ref[worst], bad, guards ? "ok" : "BROKEN");
             ok = false;
         }
@@ -223,6 +228,7 @@ static int pick_ctx(int pt, int max_ctx)
 static const int g_dtypes[] = {LAM_DT_F32, LAM_DT_F16, LAM_DT_BF16};
 static const int g_groups[] = {1, 3, 4, 8};
 static const int g_odd_hd[] = {17, 40, 72, 1, 8};
+static const int g_page_tokens[] = {7, 16, 32}; /* K in rows (scalar path), tiled, tiled */
 
 /* Decode: one token per sequence, batches of 1, 3 and 75. */
 static void test_decode(void)
@@ -232,7 +238,7 @@ static void test_decode(void)
         for (int hi = 0; hi < 3; hi++)
             for (int gi = 0; gi < 4; gi++, cnt++) {
                 int hd = hi == 0 ? 64 : hi == 1 ? 128 : g_odd_hd[irand(5)];
-                int n_seq = batches[cnt % 3], pt = cnt % 2 ? 7 : 16, H = 1 + irand(4);
+                int n_seq = batches[cnt % 3], pt = g_page_tokens[irand(3)], H = 1 + irand(4);
                 int *n_tok = malloc(n_seq * sizeof *n_tok), *pos = malloc(n_seq * sizeof *pos);
                 for (int s = 0; s < n_seq; s++) {
                     n_tok[s] = 1;
@@ -254,7 +260,7 @@ static void test_prefill(void)
     static const int lens[] = {1, 5, 33, 130}, starts[] = {0, 77};
     for (int di = 0; di < 3; di++)
         for (int gi = 0; gi < 4; gi++) {
-            int n_seq = 3 + irand(3), pt = irand(2) ? 7 : 16, H = 1 + irand(4);
+            int n_seq = 3 + irand(3), pt = g_page_tokens[irand(3)], H = 1 + irand(4);
             int hd = irand(3) == 0 ? g_odd_hd[irand(5)] : irand(2) ? 64 : 128;
             int *n_tok = malloc(n_seq * sizeof *n_tok), *pos = malloc(n_seq * sizeof *pos);
             for (int s = 0; s < n_seq; s++) {
@@ -286,8 +292,8 @@ static void test_large_scores(void)
     }
 }
 
-/* head_dim beyond the blocked path's buffers, past the AVX-512 paired K
- * layout (> 256: blocks of fewer than 16 keys), and tiny ones. */
+/* head_dim beyond the blocked path's buffers, large ones (few rows per
+ * item), and tiny ones. */
 static void test_head_dims(void)
 {
     int hds[] = {ATTN_MAX_HEAD_DIM + 3, 2, 3, 16, 24, 256, 300, 1000};

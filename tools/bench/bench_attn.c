@@ -3,8 +3,9 @@
  * per second against the streaming-read ceiling measured in the same run.
  *
  * Shapes: head_dim 64, pages (--page-tokens, default the attention node's)
- * holding every KV head's K then V
- * blocks (attention_node/kv.h's layout for one layer), page tables in
+ * holding every KV head's K then V blocks, K in 16-token tiles
+ * (attention_node/kv.h's layout for one layer on a CPU node), from memory
+ * advised for transparent huge pages as the node's is, page tables in
  * shuffled order; GQA 3 (3 KV heads x 3, SmolLM2-shaped) and GQA 8 (8 x 8,
  * LLaMA-3-8B-shaped). Each call covers enough sequences for >= 512 MiB of
  * K+V (every sequence's ctx keys of every KV head), the achieved rate being
@@ -15,6 +16,7 @@
  * kernel's FMAs per K+V byte (2 * group * head_dim per 4 * head_dim bytes of
  * fp16 K and V: group / 2). */
 #include "common/dtype.h"
+#include "common/mem.h"
 #include "compute_node/generate.h"
 #include "kernels/cpu/attn.h"
 #include "tools/bench/bench.h"
@@ -59,7 +61,10 @@ static int run_attn(const attn_shape_t *sh, int ctx, int pt, int reps, attn_resu
     int n_seq = (int)((ATTN_BENCH_CALL_BYTES + seq_bytes - 1) / seq_bytes);
     int pages_per_seq = (ctx + pt - 1) / pt;
     size_t n_pages = (size_t)n_seq * pages_per_seq;
-    uint8_t *pool = aligned_alloc(4096, n_pages * page_bytes);
+    size_t pool_bytes = (n_pages * page_bytes + LAM_HUGE_PAGE - 1) / LAM_HUGE_PAGE * LAM_HUGE_PAGE;
+    uint8_t *pool = aligned_alloc(LAM_HUGE_PAGE, pool_bytes);
+    if (pool)
+        lam_advise_huge(pool, pool_bytes);
     uint8_t **table = malloc(n_pages * sizeof *table);
     uint8_t ***pages = malloc(n_seq * sizeof *pages);
     int32_t *row = malloc((n_seq + 1) * sizeof *row), *pos = malloc(n_seq * sizeof *pos);
@@ -106,7 +111,7 @@ static int run_attn(const attn_shape_t *sh, int ctx, int pt, int reps, attn_resu
 
     lam_attn_args_t a = {.n_seq = n_seq, .row = row, .pos = pos, .pages = (uint8_t *const *const *)pages,
                          .k_off = 0, .v_off = H * head_stride, .head_stride = head_stride, .page_tokens = pt,
-                         .n_kv_heads = H, .group = G, .head_dim = hd, .kv_dtype = LAM_DT_F16,
+                         .k_layout = pt % LAM_ATTN_K_TILE ? LAM_ATTN_K_ROWS : LAM_ATTN_K_TILED, .n_kv_heads = H, .group = G, .head_dim = hd, .kv_dtype = LAM_DT_F16,
                          .scale = 1.0f / sqrtf((float)hd), .q = q, .out = out};
     lam_attn_paged(&a); /* warm-up */
     double best = INFINITY;
