@@ -99,11 +99,11 @@ static void qk_softmax_scalar(float *P, const float *Q, const uint8_t *const *kt
         }
         float sum = 0.0f;
         if (bm > m[r]) {
-            alpha[r] = expf(m[r] - bm);
+            alpha[r] = exp2f(m[r] - bm);
             m[r] = bm;
         }
         for (int j = 0; j < n; j++) {
-            p[j] = expf(p[j] - m[r]);
+            p[j] = exp2f(p[j] - m[r]);
             sum += p[j];
         }
         l[(size_t)r * ATTN_L_LANES] = l[(size_t)r * ATTN_L_LANES] * alpha[r] + sum;
@@ -246,11 +246,13 @@ static void attn_item(const lam_attn_args_t *a, const attn_isa_t *isa, const att
 
     int G = a->group, n_heads = a->n_kv_heads * G, hd = a->head_dim;
     int hdp = pl->hdp, hda = pl->hda, R = nh * Rh;
+    /* scores in base 2: softmax(x) = 2^(x log2 e - max) / sum */
+    const float qs = a->scale * 1.44269504088896341f;
     for (int r = 0; r < R; r++) {
         int hi = r / Rh, i = r % Rh, t = (f0 + i) / G, qh = (h0 + hi) * G + (f0 + i) % G;
         const float *q = a->q + ((size_t)(a->row[s] + t) * n_heads + qh) * hd;
         for (int d = 0; d < hd; d++)
-            Q[(size_t)r * hdp + d] = q[d] * a->scale;
+            Q[(size_t)r * hdp + d] = q[d] * qs;
         memset(Q + (size_t)r * hdp + hd, 0, (size_t)(hdp - hd) * 4);
         memset(acc + (size_t)r * hda, 0, (size_t)hda * 4);
         memset(l + (size_t)r * ATTN_L_LANES, 0, ATTN_L_LANES * 4);

@@ -13,7 +13,8 @@
  *   pv          acc[r] = acc[r] * alpha[r] + P[r] . V, reading the V rows
  *               straight from the cache
  * so each K/V element is read from the cache and converted once per item
- * and block of rows. Q rows come scaled by the score scale; hdp is
+ * and block of rows. Q rows come scaled by the score scale times log2 e,
+ * so scores are in base 2 and the softmax takes 2^x; hdp is
  * head_dim rounded up to 16 (Q rows, zero padded), hda to 64 (acc rows). */
 #ifndef LAM_KERNELS_CPU_ATTN_INTERNAL_H
 #define LAM_KERNELS_CPU_ATTN_INTERNAL_H
@@ -28,20 +29,45 @@
 /* Larger head_dim takes a one-row-at-a-time path without buffers. */
 #define ATTN_MAX_HEAD_DIM ATTN_BUF_FLOATS
 
-/* Rows the driver wants in cache for the next step, prefetched a few at a
- * time from inside the kernels' loops: a burst of them would fill the
- * core's miss buffers and stall the computation behind it. */
+/* Rows the driver wants in cache for the next step, prefetched a line or
+ * a few at a time from inside the kernels' loops: a burst of them would
+ * fill the core's miss buffers and stall the computation behind it. */
 typedef struct attn_prefetch {
     const uint8_t *const *rows; /* row bases */
     size_t off, row_bytes;      /* prefetch rows[j] + off, row_bytes long */
     int n, next;                /* rows; the next one to prefetch */
+    size_t at;                  /* bytes of rows[next] already prefetched */
 } attn_prefetch_t;
 
+/* The next k cache lines. */
+static inline void attn_prefetch_lines(attn_prefetch_t *pf, int k)
+{
+    for (; k > 0 && pf->next < pf->n; k--) {
+        __builtin_prefetch(pf->rows[pf->next] + pf->off + pf->at);
+        pf->at += 64;
+        if (pf->at >= pf->row_bytes) {
+            pf->at = 0;
+            pf->next++;
+        }
+    }
+}
+
+/* Lines not prefetched yet. */
+static inline size_t attn_prefetch_left(const attn_prefetch_t *pf)
+{
+    if (pf->next >= pf->n)
+        return 0;
+    size_t per_row = (pf->row_bytes + 63) / 64;
+    return (size_t)(pf->n - pf->next) * per_row - pf->at / 64;
+}
+
+/* The rest of the current row and k - 1 more (k rows when at a row start). */
 static inline void attn_prefetch_some(attn_prefetch_t *pf, int k)
 {
-    for (; k > 0 && pf->next < pf->n; k--, pf->next++)
-        for (size_t b = 0; b < pf->row_bytes; b += 64)
-            __builtin_prefetch(pf->rows[pf->next] + pf->off + b);
+    for (; k > 0 && pf->next < pf->n; k--)
+        do
+            attn_prefetch_lines(pf, 1);
+        while (pf->at);
 }
 
 typedef struct attn_isa {
@@ -49,9 +75,9 @@ typedef struct attn_isa {
     /* Rows r < R (Q[r] hdp floats, scaled): s_j = Q[r].K[j] for j < lim[r],
      * masked beyond, K[j] being element j % 16 of tile kt[j / 16] (hd
      * vectors of 16 elements of dtype, j < nb); m[r] = max(m[r], max s),
-     * alpha[r] = exp(m_old - m_new), l[r][..] = l[r][..] * alpha[r] +
+     * alpha[r] = 2^(m_old - m_new), l[r][..] = l[r][..] * alpha[r] +
      * partial sums of p (ATTN_L_LANES of them, summed by the caller at the
-     * end), P[r][j] = exp(s_j - m_new) for j < round16(nb), 0 where masked.
+     * end), P[r][j] = 2^(s_j - m_new) for j < round16(nb), 0 where masked.
      * lim[r] = 0: alpha[r] = 1. Keys past lim may hold anything, NaN
      * included. Prefetches all of pf along the way. */
     void (*qk_softmax)(float *P, const float *Q, const uint8_t *const *kt, int dtype, int hd, const int *lim, int R,

@@ -27,37 +27,33 @@
 #define T256 __attribute__((target("avx2,fma,f16c")))
 #define I256 static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
-/* exp(x) as Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-5 polynomial
- * for (e^r - 1 - r) / r^2; within 1 ulp of the correctly rounded result
- * over all floats in [-87, 0] (checked exhaustively). x < -104 (e^x below
- * half the least subnormal) and -inf give 0; NaN stays NaN. */
-#define EXP_LOG2E 1.44269504088896341f
-#define EXP_C1 0.693359375f
-#define EXP_C2 -2.12194440e-4f
-#define EXP_P0 1.9875691500e-4f
-#define EXP_P1 1.3981999507e-3f
-#define EXP_P2 8.3334519073e-3f
-#define EXP_P3 4.1665795894e-2f
-#define EXP_P4 1.6666665459e-1f
-#define EXP_P5 5.0000001201e-1f
+/* 2^y for y <= 0 (scores already in base 2: the driver scales Q by
+ * log2 e): y = n + f, |f| <= 1/2, 2^f by a degree-6 polynomial fitted on
+ * Chebyshev nodes (within 2 ulp over [-1/2, 1/2], rounding included).
+ * y below -200 counts as -200 (2^-200 is 0 in f32), which also maps -inf
+ * to 0; NaN stays NaN. */
+#define EXP2_P0 1.000000000e+00f
+#define EXP2_P1 6.931472067e-01f
+#define EXP2_P2 2.402265121e-01f
+#define EXP2_P3 5.550327214e-02f
+#define EXP2_P4 9.618025603e-03f
+#define EXP2_P5 1.340043217e-03f
+#define EXP2_P6 1.546973200e-04f
 
 /* ---- AVX-512 ---------------------------------------------------------- */
 
-I512 __m512 exp512(__m512 x)
+I512 __m512 exp2_512(__m512 y)
 {
-    __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_NLT_UQ);
-    x = _mm512_min_ps(_mm512_set1_ps(88.7f), x); /* min(c, NaN) is NaN */
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C1), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C2), r);
-    __m512 p = _mm512_set1_ps(EXP_P0);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P5));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_maskz_scalef_ps(live, p, n);
+    y = _mm512_max_ps(_mm512_set1_ps(-200.0f), y); /* max(c, NaN) is NaN */
+    __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(y, n);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(EXP2_P6), f, _mm512_set1_ps(EXP2_P5));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_P4));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_P3));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_P2));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_P1));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_P0));
+    return _mm512_scalef_ps(p, n);
 }
 
 /* Element d of the 16 keys of a K tile, as f32. */
@@ -74,7 +70,8 @@ I512 __m512 ktile512(const uint8_t *tile, int d, int dt)
 /* Raw scores of rows r < nr (Q rows hdp apart) against the 16 keys of each
  * of the nt tiles: S[r][16t + i] = Q[r] . K[16t + i]. Each dim of each tile
  * is converted once for all the rows; nr x nt accumulators, no reduction. */
-I512 void qk_tile512(float *S, const float *Q, int hdp, const uint8_t *const *kt, int hd, int nr, int nt, int dt)
+I512 void qk_tile512(float *S, const float *Q, int hdp, const uint8_t *const *kt, int hd, int nr, int nt, int dt,
+                     attn_prefetch_t *pf, int pf_per_d)
 {
     __m512 acc[8][4], k[4];
 #pragma GCC unroll 8
@@ -84,6 +81,7 @@ I512 void qk_tile512(float *S, const float *Q, int hdp, const uint8_t *const *kt
             acc[r][t] = _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int d = 0; d < hd; d++) {
+        attn_prefetch_lines(pf, pf_per_d);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++)
             k[t] = ktile512(kt[t], d, dt);
@@ -106,7 +104,7 @@ I512 void qk_tile512(float *S, const float *Q, int hdp, const uint8_t *const *kt
  * 16 accumulators. A block's missing tiles are stood in for by its first
  * (their scores land past nb and are masked). */
 #define QK_TILE(NR, NT, DT)                                                                                           \
-    qk_tile512(S + (size_t)r0 * ATTN_BLOCK + 16 * t0, Q + (size_t)r0 * hdp, hdp, kq, hd, NR, NT, DT)
+    qk_tile512(S + (size_t)r0 * ATTN_BLOCK + 16 * t0, Q + (size_t)r0 * hdp, hdp, kq, hd, NR, NT, DT, pf, per_d)
 #define QK_ROWS(DT)                                                                                                   \
     switch (nr) {                                                                                                     \
     case 1: QK_TILE(1, 4, DT); break;                                                                                 \
@@ -122,15 +120,17 @@ I512 void qk_tile512(float *S, const float *Q, int hdp, const uint8_t *const *kt
 T512 static void qk_scores512(float *S, const float *Q, const uint8_t *const *kt, int dt, int hd, int R, int nb,
                               int hdp, attn_prefetch_t *pf)
 {
-    int ntb = (nb + 15) / 16;
+    int ntb = (nb + 15) / 16, calls = 0;
+    for (int r0 = 0; r0 < R; r0 += 8)
+        calls += (ntb + (R - r0 <= 4 ? 3 : 1)) / (R - r0 <= 4 ? 4 : 2);
     for (int r0 = 0; r0 < R; r0 += 8) {
         int nr = R - r0 < 8 ? R - r0 : 8, tw = nr <= 4 ? 4 : 2;
-        for (int t0 = 0; t0 < ntb; t0 += tw) {
+        for (int t0 = 0; t0 < ntb; t0 += tw, calls--) {
             const uint8_t *kq[4];
             for (int t = 0; t < tw; t++)
                 kq[t] = t0 + t < ntb ? kt[t0 + t] : kt[0];
-            /* this call's share of the prefetches */
-            attn_prefetch_some(pf, 1);
+            /* this call's share of the prefetches, a few lines per dim */
+            int per_d = (int)((attn_prefetch_left(pf) + (size_t)calls * hd - 1) / ((size_t)calls * hd));
             if (dt == LAM_DT_F16) {
                 QK_ROWS(LAM_DT_F16)
             } else if (dt == LAM_DT_BF16) {
@@ -160,13 +160,13 @@ I512 void softmax_row512(float *p, const __m512 *s, int ng, int ngb, float *m, f
         for (int g = 1; g < ng; g++)
             mx = _mm512_max_ps(mx, s[g]);
         float mnew = _mm512_reduce_max_ps(mx);
-        *alpha = expf(*m - mnew);
+        *alpha = exp2f(*m - mnew);
         *m = mnew;
         mv = _mm512_set1_ps(mnew);
         sum = _mm512_mul_ps(sum, _mm512_set1_ps(*alpha));
     }
     for (int g = 0; g < ng; g++) {
-        __m512 e = exp512(_mm512_sub_ps(s[g], mv));
+        __m512 e = exp2_512(_mm512_sub_ps(s[g], mv));
         sum = _mm512_add_ps(sum, e);
         _mm512_store_ps(p + 16 * g, e);
     }
@@ -313,23 +313,20 @@ const attn_isa_t lam_attn_isa_avx512 = {
 
 /* ---- AVX2 ------------------------------------------------------------- */
 
-/* As exp512; 2^n is built in the exponent field, so below -87.3 (2^-126)
- * the result is 0 rather than subnormal. */
-I256 __m256 exp256(__m256 x)
+/* As exp2_512; 2^n is built in the exponent field, so below -126 the
+ * result is 0 rather than subnormal. */
+I256 __m256 exp2_256(__m256 y)
 {
-    __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_NLT_UQ);
-    x = _mm256_min_ps(_mm256_set1_ps(88.3f), x);
-    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), x);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C1), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C2), r);
-    __m256 p = _mm256_set1_ps(EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256 live = _mm256_cmp_ps(y, _mm256_set1_ps(-126.0f), _CMP_NLT_UQ);
+    y = _mm256_max_ps(_mm256_set1_ps(-126.0f), y);
+    __m256 n = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(y, n);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(EXP2_P6), f, _mm256_set1_ps(EXP2_P5));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_P4));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_P3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_P2));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_P1));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_P0));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), live);
 }
@@ -467,13 +464,13 @@ T256 static void qk_softmax_avx2(float *P, const float *Q, const uint8_t *const 
         float bm = hmax256(mx);
         __m256 sum = _mm256_load_ps(lv);
         if (bm > m[r]) {
-            alpha[r] = expf(m[r] - bm);
+            alpha[r] = exp2f(m[r] - bm);
             m[r] = bm;
             sum = _mm256_mul_ps(sum, _mm256_set1_ps(alpha[r]));
         }
         __m256 mv = _mm256_set1_ps(m[r]);
         for (int g = 0; g < ng; g++) {
-            __m256 e = exp256(_mm256_sub_ps(s[g], mv));
+            __m256 e = exp2_256(_mm256_sub_ps(s[g], mv));
             sum = _mm256_add_ps(sum, e);
             _mm256_store_ps(p + 8 * g, e);
         }
