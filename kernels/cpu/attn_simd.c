@@ -2,13 +2,14 @@
  * attn_internal.h for what each computes). Built for those ISAs with target
  * attributes and picked at run time, so the library still runs elsewhere.
  *
- * Scores: each K row is dotted with a query row as 16 (8) lane partial sums,
- * and the partials of 16 (8) keys are reduced together by a shuffle tree
- * whose output lanes are the 16 keys' scores, so no key needs a horizontal
- * sum of its own (AVX-512 also interleaves K rows in pairs when converting
- * them, which saves the tree's first stage for every query row). The
- * softmax keeps its running sums per lane and finds a new maximum with a
- * compare, reducing across lanes only when one appears. Probabilities times
+ * Scores: K comes in 16-token tiles ([head_dim][16], LAM_ATTN_K_TILED), so
+ * one vector holds one dim of 16 keys and a score vector is a plain sum of
+ * broadcast q[d] times those vectors: no lane reduction, and each K vector
+ * is loaded and converted once for up to 8 query rows (a register tile of
+ * up to 4 rows x 4 tiles or 8 rows x 2 tiles; AVX2: 2 x 2 in 8-key
+ * halves). The next block's K tiles are prefetched a few lines per dim. The
+ * softmax works in base 2, keeps its running sums per lane and finds a new
+ * maximum with a compare, reducing across lanes only when one appears. Probabilities times
  * V: a tile of up to 4 query rows x 64 dims or 8 rows x 32 dims stays in
  * registers over the key block, and each V vector is loaded from the cache
  * and converted once for all the tile's rows. */
