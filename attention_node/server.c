@@ -405,7 +405,8 @@ static void on_attn(an_conn_t *k, const lam_msg_t *m)
     }
 
     lam_status_t st = x->i->run(x);
-    s->stats.attn_ns += now_ns() - t0;
+    uint64_t dt = now_ns() - t0;
+    s->stats.attn_ns += dt;
     if (st != LAM_OK) {
         /* the device failed (logged where it did): this node's cache can no
          * longer be trusted; stop, so every peer sees the node go */
@@ -416,7 +417,9 @@ static void on_attn(an_conn_t *k, const lam_msg_t *m)
     s->stats.attn_msgs++;
     s->stats.attn_tokens += h->n_tok;
 
-    size_t len = lam_wire_put_attn(b->data, m->tag, 1, h, s->res_seq);
+    lam_wire_attn_t hr = *h;
+    hr.node_ns = dt < UINT32_MAX ? (uint32_t)dt : UINT32_MAX;
+    size_t len = lam_wire_put_attn(b->data, m->tag, 1, &hr, s->res_seq);
     send_buf(k, b, len);
 }
 

@@ -46,6 +46,7 @@ typedef struct mb_slot {
     const lam_remote_seq_t *seqs;
     const float *q, *k, *v;
     uint64_t answered;                /* bit per node */
+    uint32_t node_ns;                 /* the slowest node's own time for it (ATTN_RESULT) */
     lam_status_t err;
     double deadline, t_submit;
     int16_t *st_buf;                  /* [max_seqs] per-sequence status, merged */
@@ -328,6 +329,7 @@ static void on_result(lam_remote_t *r, node_t *n, const lam_msg_t *msg)
     }
     pthread_mutex_lock(&r->mu);
     s->answered |= 1ull << n->idx;
+    s->node_ns = h->node_ns > s->node_ns ? h->node_ns : s->node_ns;
     bool done = s->answered == (r->o.n_nodes == 64 ? ~0ull : (1ull << r->o.n_nodes) - 1);
     int layer = s->layer;
     double t_submit = s->t_submit;
@@ -808,6 +810,7 @@ lam_status_t lam_remote_submit(lam_remote_t *r, int mb, uint64_t step, int layer
     s->o_buf = o;
     s->t_submit = lam_now_s();
     s->answered = 0;
+    s->node_ns = 0;
     s->err = LAM_OK;
     memset(s->st_buf, 0, (size_t)n_seq * sizeof *s->st_buf);
     atomic_store(&r->fin[mb], 0);
@@ -856,6 +859,14 @@ lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
     s->state = MB_IDLE;
     pthread_mutex_unlock(&r->mu);
     return st;
+}
+
+uint32_t lam_remote_node_ns(lam_remote_t *r, int mb)
+{
+    pthread_mutex_lock(&r->mu);
+    uint32_t ns = r->mb[mb].node_ns;
+    pthread_mutex_unlock(&r->mu);
+    return ns;
 }
 
 void lam_remote_release(lam_remote_t *r, const uint64_t *ids, int n)

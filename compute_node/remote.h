@@ -97,6 +97,11 @@ lam_status_t lam_remote_submit(lam_remote_t *r, int mb, uint64_t step, int layer
  * LAM_OK, or the failure of the whole micro-batch. */
 lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status);
 
+/* After lam_remote_wait(mb) and until the next submit of mb: the longest
+ * time one node reported spending on it (K/V append and attention, ns): the
+ * part of the round trip that is not exchange. */
+uint32_t lam_remote_node_ns(lam_remote_t *r, int mb);
+
 /* Tells every connected node to drop these sequences. Never blocks. */
 void lam_remote_release(lam_remote_t *r, const uint64_t *ids, int n);
 

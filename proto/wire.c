@@ -160,8 +160,8 @@ static lam_status_t decode_attn(const uint8_t *p, size_t len, int result, lam_ms
         return FAIL("%s: layer %u not below %u", name, (unsigned)h.layer, LAM_WIRE_MAX_LAYERS);
     if (h.mb > 1)
         return FAIL("%s: micro-batch %u is neither 0 nor 1", name, (unsigned)h.mb);
-    if (h.reserved)
-        return FAIL("%s: reserved field is 0x%08x, not 0", name, (unsigned)h.reserved);
+    if (!result && h.node_ns)
+        return FAIL("%s: node_ns is %u in a request, not 0", name, (unsigned)h.node_ns);
 
     lam_wire_attn_layout_t L = lam_wire_attn_layout(&h, result);
     if (!L.total)

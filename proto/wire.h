@@ -1,4 +1,4 @@
-/* Lamina wire format, version 1: what compute nodes and attention nodes say
+/* Lamina wire format, version 2: what compute nodes and attention nodes say
  * to each other. Every message is one contiguous buffer:
  *
  *   offset  size  field
@@ -21,9 +21,9 @@
  *                        k [n_tok][n_kv_heads][head_dim],
  *                        v [n_tok][n_kv_heads][head_dim]   (elements of `dtype`)
  *   ATTN_RESULT     A→C  lam_wire_attn_t (same step/layer/mb/shape as the
- *                        request), lam_wire_seq_t[n_seq] with a per-sequence
- *                        status, then o [n_tok][n_q_heads][head_dim]. Rows of
- *                        a sequence whose status is not 0 are zero.
+ *                        request, node_ns set), lam_wire_seq_t[n_seq] with a
+ *                        per-sequence status, then o [n_tok][n_q_heads][head_dim].
+ *                        Rows of a sequence whose status is not 0 are zero.
  *   SEQ_RELEASE     C→A  lam_wire_release_t, uint64 seq_id[n_seq]
  *   STATS           C→A  (empty)
  *   STATS_REPLY     A→C  lam_wire_stats_t
@@ -35,7 +35,9 @@
  * answers with HMAC-SHA256(token, "lamina-c" ‖ nonce_a ‖ nonce_c). Nothing but
  * the HELLO messages is accepted before HELLO_OK.
  *
- * The message enum is append-only: never renumber, never reuse a value. */
+ * The message enum is append-only: never renumber, never reuse a value.
+ * Version 2 gave ATTN_RESULT the node's time for the message (node_ns, the
+ * reserved field of version 1, which stays 0 in ATTN). */
 #ifndef LAM_PROTO_WIRE_H
 #define LAM_PROTO_WIRE_H
 
@@ -51,7 +53,7 @@
 #endif
 
 #define LAM_WIRE_MAGIC 0x574D414Cu
-#define LAM_WIRE_VERSION 1
+#define LAM_WIRE_VERSION 2
 #define LAM_WIRE_PACKED __attribute__((packed))
 
 /* Protocol limits, checked by the decoder. */
@@ -141,7 +143,8 @@ typedef struct LAM_WIRE_PACKED lam_wire_attn {
     uint16_t n_kv_heads;       /* KV heads in this message: the node's share */
     uint16_t head_dim;
     uint32_t n_tok;            /* Σ seq[i].n_tok */
-    uint32_t reserved;
+    uint32_t node_ns;          /* ATTN: 0. ATTN_RESULT: the node's time appending this message's
+                                * K/V and running its attention, ns (UINT32_MAX: that or more) */
 } lam_wire_attn_t;
 
 typedef struct LAM_WIRE_PACKED lam_wire_seq {

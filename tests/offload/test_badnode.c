@@ -190,6 +190,8 @@ static void good_round(lam_remote_t *r, const char *label)
                 }
                 for (int i = 0; i < b[m]->n_seq; i++)
                     CHECK(b[m]->st[i] == 0, label);
+                /* the slowest shard's reported time */
+                CHECK(lam_remote_node_ns(r, m) == FN_NODE_NS(FN_SHARDS - 1, layer), label);
                 int bad = mb_mismatches(b[m]);
                 CHECK(bad == 0, label);
                 if (bad)

@@ -346,7 +346,9 @@ static void on_attn(fn_node_t *f, fconn_t *k, const lam_msg_t *m)
     lam_wire_seq_t seq[FN_MAX_SEQS];
     compute_answer(f, k, m, seq, f->o);
     size_t len;
-    uint8_t *b = encode_result(m->tag, h, seq, f->o, 0, &len);
+    lam_wire_attn_t rh = *h;
+    rh.node_ns = FN_NODE_NS(k->shard, h->layer);
+    uint8_t *b = encode_result(m->tag, &rh, seq, f->o, 0, &len);
     if (k->shard != FN_BAD_SHARD && f->hold_arm) {
         f->hold_arm = false;
         if (!f->bad_gone) {

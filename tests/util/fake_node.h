@@ -32,6 +32,8 @@
 #define FN_MAX_SEQS 4                /* sequences per ATTN it takes */
 #define FN_FINGERPRINT 0x6c616d696e612d31ull
 #define FN_BAD_SHARD 1               /* the shard that misbehaves when armed */
+/* the node time a well-behaved shard reports in ATTN_RESULT */
+#define FN_NODE_NS(shard, layer) (1000u * (uint32_t)((shard) + 1) + (uint32_t)(layer))
 
 /* What FN_BAD_SHARD does with the armed ATTN. */
 typedef enum fn_attn_bad {

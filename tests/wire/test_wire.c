@@ -155,18 +155,18 @@ static void check_attn(const msg_t *m, const lam_msg_t *d, uint32_t tag, int res
 static void test_golden_bytes(void)
 {
     uint8_t buf[64];
-    static const uint8_t ok[16] = {'L', 'A', 'M', 'W', 1, 0, 4, 0, 0, 0, 0, 0, 4, 3, 2, 1};
+    static const uint8_t ok[16] = {'L', 'A', 'M', 'W', 2, 0, 4, 0, 0, 0, 0, 0, 4, 3, 2, 1};
     CU_ASSERT(lam_wire_put_ok(buf, 0x01020304u) == 16);
     CU_ASSERT(memcmp(buf, ok, 16) == 0);
 
-    static const uint8_t err[] = {'L', 'A', 'M', 'W', 1, 0, 10, 0, 10, 0, 0, 0, 7, 0, 0, 0,
+    static const uint8_t err[] = {'L', 'A', 'M', 'W', 2, 0, 10, 0, 10, 0, 0, 0, 7, 0, 0, 0,
                                   0x70, 0xFE, 0xFF, 0xFF, 2, 0, 0, 0, 'h', 'i'};
     CU_ASSERT(lam_wire_put_error(buf, 7, LAM_ERR_PROTO, "hi") == sizeof err);
     CU_ASSERT(memcmp(buf, err, sizeof err) == 0);
 
     /* SEQ_RELEASE of one id: header, n_seq, reserved, the id little-endian. */
     uint64_t id = 0x1122334455667788ull;
-    static const uint8_t rel[] = {'L', 'A', 'M', 'W', 1, 0, 7, 0, 16, 0, 0, 0, 9, 0, 0, 0,
+    static const uint8_t rel[] = {'L', 'A', 'M', 'W', 2, 0, 7, 0, 16, 0, 0, 0, 9, 0, 0, 0,
                                   1, 0, 0, 0, 0, 0, 0, 0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
     CU_ASSERT(lam_wire_put_release(buf, 9, &id, 1) == sizeof rel);
     CU_ASSERT(memcmp(buf, rel, sizeof rel) == 0);
@@ -587,7 +587,8 @@ static const bad_case_t g_bad[] = {
     {"bad magic", B_OK, {PH(magic, 0x574D414Du)}, 0, 0, E_VER, "magic"},
     {"byte-swapped magic", B_ATTN, {PH(magic, 0x4C414D57u)}, 0, 0, E_VER, "magic"},
     {"version 0", B_HELLO, {PH(version, 0)}, 0, 0, E_VER, "version"},
-    {"version 2", B_ATTN, {PH(version, 2)}, 0, 0, E_VER, "version"},
+    {"version 1 (before node_ns)", B_ATTN, {PH(version, 1)}, 0, 0, E_VER, "version"},
+    {"version 3", B_ATTN, {PH(version, 3)}, 0, 0, E_VER, "version"},
     {"15-byte header", B_OK, {{0}}, -1, 0, E_PROTO, "header"},
     {"empty buffer", B_OK, {{0}}, -16, 0, E_PROTO, "header"},
     {"type 0", B_OK, {PH(type, 0)}, 0, 0, E_PROTO, "type 0"},
@@ -620,7 +621,8 @@ static const bad_case_t g_bad[] = {
     {"micro-batch 2", B_ATTN, {PA(mb, 2)}, 0, 0, E_PROTO, "micro-batch 2"},
     {"dtype 3", B_ATTN, {PA(dtype, LAM_DT_END)}, 0, 0, E_PROTO, "dtype 3"},
     {"dtype 255", B_RESULT, {PA(dtype, 255)}, 0, 0, E_PROTO, "dtype 255"},
-    {"ATTN reserved nonzero", B_ATTN, {PA(reserved, 1)}, 0, 0, E_PROTO, "reserved"},
+    {"ATTN with node_ns (a result's field)", B_ATTN, {PA(node_ns, 1)}, 0, 0, E_PROTO, "node_ns"},
+    {"ATTN_RESULT with node_ns", B_RESULT, {PA(node_ns, 0xFFFFFFFFu)}, 0, 0, LAM_OK, NULL},
     /* ATTN sequence table */
     {"n_tok sum mismatch", B_ATTN, {PS(0, n_tok, 2)}, 0, 0, E_PROTO, "sum"},
     {"zero-length chunk", B_ATTN, {PS(1, n_tok, 0), PS(2, n_tok, 6)}, 0, 0, E_PROTO, "sequence 1 has n_tok 0"},
