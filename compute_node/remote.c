@@ -245,13 +245,15 @@ static lam_status_t send_attn(lam_remote_t *r, node_t *n, int m, const mb_slot_t
     lam_wire_put_attn(buf, s->tag, 0, &h, ws);
     size_t es = lam_dtype_size((unsigned)r->o.act_dtype);
     size_t qrow = (size_t)n->n_q * r->hd, kvrow = (size_t)n->n_kv * r->hd;
-    for (int t = 0; t < s->n_tok; t++) {
+    /* a node holding every head takes whole rows: one conversion per tensor */
+    int nt = s->n_tok, per = qrow == (size_t)r->q_dim ? nt : 1;
+    for (int t = 0; t < nt; t += per) {
         lam_convert(buf + L.q + t * qrow * es, r->o.act_dtype, s->q + (size_t)t * r->q_dim + (size_t)n->q_begin * r->hd,
-                    LAM_DT_F32, qrow);
+                    LAM_DT_F32, qrow * per);
         lam_convert(buf + L.k + t * kvrow * es, r->o.act_dtype,
-                    s->k + (size_t)t * r->kv_dim + (size_t)n->kv_begin * r->hd, LAM_DT_F32, kvrow);
+                    s->k + (size_t)t * r->kv_dim + (size_t)n->kv_begin * r->hd, LAM_DT_F32, kvrow * per);
         lam_convert(buf + L.v + t * kvrow * es, r->o.act_dtype,
-                    s->v + (size_t)t * r->kv_dim + (size_t)n->kv_begin * r->hd, LAM_DT_F32, kvrow);
+                    s->v + (size_t)t * r->kv_dim + (size_t)n->kv_begin * r->hd, LAM_DT_F32, kvrow * per);
     }
     n->send_busy[m] = 1;
     lam_status_t st = lam_net_send(n->conn, buf, L.total, on_attn_sent, &n->send_busy[m]);
@@ -318,9 +320,10 @@ static void on_result(lam_remote_t *r, node_t *n, const lam_msg_t *msg)
      * sent (f16 overflow, a diverging model) and belongs to the sequences;
      * dropping the node would lose every sequence's KV over one value. */
     size_t es = lam_dtype_size(h->dtype), row = (size_t)n->n_q * r->hd;
-    for (int t = 0; t < s->n_tok; t++)
+    int per = row == (size_t)r->q_dim ? s->n_tok : 1;
+    for (int t = 0; t < s->n_tok; t += per)
         lam_convert(s->o_buf + (size_t)t * r->q_dim + (size_t)n->q_begin * r->hd, LAM_DT_F32,
-                    msg->u.attn.o + t * row * es, h->dtype, row);
+                    msg->u.attn.o + t * row * es, h->dtype, row * per);
     for (int i = 0; i < s->n_seq; i++) {
         lam_wire_seq_t e;
         memcpy(&e, &msg->u.attn.seq[i], sizeof e);
