@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KV_DEFAULT_PAGE_TOKENS 16
+#define KV_DEFAULT_PAGE_TOKENS 64
 #define KV_DEFAULT_SLAB (64u << 20)
 #define KV_ALIGN 64
 

@@ -101,7 +101,7 @@ static lam_cfg_opt_t g_opts[] = {
     {"kv-dtype", 0, LAM_CFG_ENUM, OPT(kv_dtype), "f16", 0, 0, g_dtypes, NULL, "KV cache element type", NULL},
     {"kv-capacity", 0, LAM_CFG_SIZE, OPT(kv_capacity), "1G", 1, (double)SIZE_MAX, NULL, NULL,
      "memory for KV pages, e.g. 512M, 2G; allocated at start", NULL},
-    {"page-tokens", 0, LAM_CFG_INT, OPT(page_tokens), "16", 1, 65536, NULL, NULL, "tokens per KV page", NULL},
+    {"page-tokens", 0, LAM_CFG_INT, OPT(page_tokens), "64", 1, 65536, NULL, NULL, "tokens per KV page", NULL},
     {"max-ctx", 0, LAM_CFG_INT, OPT(max_ctx), NULL, 1, 1 << 24, NULL, NULL,
      "longest sequence (not set: the model's context length)", NULL},
     {"max-seqs", 0, LAM_CFG_INT, OPT(max_seqs), "256", 1, 1 << 24, NULL, NULL, "sequences held at once", NULL},

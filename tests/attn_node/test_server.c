@@ -240,16 +240,16 @@ static void test_handshake(void)
     CU_ASSERT(ch.shard_index == 0 && ch.shard_count == 1 && ch.kv_head_begin == 0 && ch.kv_head_end == NC_KV_HEADS);
     CU_ASSERT(ch.n_layers == NC_LAYERS && ch.n_heads == NC_HEADS && ch.n_kv_heads == NC_KV_HEADS &&
               ch.head_dim == NC_HEAD_DIM);
-    CU_ASSERT(ch.max_ctx == NC_CTX && ch.page_tokens == 16 && ch.kv_dtype == LAM_DT_F16);
+    CU_ASSERT(ch.max_ctx == NC_CTX && ch.page_tokens == 64 && ch.kv_dtype == LAM_DT_F16);
     /* page: 2 layers x K,V x 2 heads x 16 tokens x 16 x 2 bytes = 4 KiB */
-    CU_ASSERT(ch.pages_total == 1024);
+    CU_ASSERT(ch.pages_total == 256);
     lam_wire_attn_t mh = {.dtype = LAM_DT_F32, .n_seq = 2048, .n_q_heads = NC_HEADS, .n_kv_heads = NC_KV_HEADS,
                           .head_dim = NC_HEAD_DIM, .n_tok = 2048};
     CU_ASSERT(ch.max_msg >= lam_wire_attn_layout(&mh, 0).total);
     CU_ASSERT(ch.max_msg >= lam_wire_release_size(LAM_WIRE_MAX_RELEASE));
     lam_wire_stats_t st;
     CU_ASSERT(nc_stats(c, &st));
-    CU_ASSERT(st.pages_total == 1024 && st.pages_used == 0 && st.n_seqs == 0 && st.bad_msgs == 0);
+    CU_ASSERT(st.pages_total == 256 && st.pages_used == 0 && st.n_seqs == 0 && st.bad_msgs == 0);
     /* two connections at once */
     nc_conn_t *c2 = connect_auth(n.port, LAM_DT_F16, LAM_DT_BF16, 0, 1);
     CU_ASSERT(c2 != NULL);

@@ -30,7 +30,7 @@
 #include <string.h>
 
 #define ATTN_BENCH_HD 64
-#define ATTN_BENCH_PAGE_DEFAULT 16 /* the attention node's --page-tokens default */
+#define ATTN_BENCH_PAGE_DEFAULT 64 /* the attention node's --page-tokens default */
 #define ATTN_BENCH_CALL_BYTES ((size_t)512 << 20)
 
 typedef struct attn_shape {
