@@ -408,16 +408,23 @@ lam_status_t lam_kv_reserve(lam_kv_t *kv, lam_kv_seq_t *s, int layer, int pos, i
 }
 
 /* One K row into a tiled block: element d of key j goes 16 elements after
- * element d - 1. Converted in pieces through a small buffer. */
+ * element d - 1 (lam_attn_k_index). Converted in pieces through a small
+ * buffer, then stored with that stride. */
 static void kv_write_tiled(uint8_t *blk, int j, int hd, int dtype, size_t esz, const uint8_t *src, int src_dtype)
 {
     uint8_t buf[64 * 4];
     size_t src_esz = lam_dtype_size((unsigned)src_dtype);
+    uint8_t *dst = blk + lam_attn_k_index(LAM_ATTN_K_TILED, hd, j, 0) * esz;
     for (int d0 = 0; d0 < hd; d0 += 64) {
         int n = hd - d0 < 64 ? hd - d0 : 64;
         lam_convert(buf, dtype, src + (size_t)d0 * src_esz, src_dtype, (size_t)n);
-        for (int d = 0; d < n; d++)
-            memcpy(blk + lam_attn_k_index(LAM_ATTN_K_TILED, hd, j, d0 + d) * esz, buf + (size_t)d * esz, esz);
+        uint8_t *p = dst + (size_t)d0 * LAM_ATTN_K_TILE * esz;
+        if (esz == 2)
+            for (int d = 0; d < n; d++)
+                memcpy(p + (size_t)d * LAM_ATTN_K_TILE * 2, buf + 2 * d, 2);
+        else
+            for (int d = 0; d < n; d++)
+                memcpy(p + (size_t)d * LAM_ATTN_K_TILE * 4, buf + 4 * d, 4);
     }
 }
 
