@@ -111,7 +111,7 @@ lam_status_t lam_an_exec_cpu_create(const lam_an_exec_opts_t *o, lam_an_exec_t *
     lam_kv_opts_t ko = o->kv;
     ko.page_pool = NULL;
     /* K in 16-token tiles when the pages allow: the SIMD kernels need it */
-    int pt = ko.page_tokens ? ko.page_tokens : 16;
+    int pt = ko.page_tokens ? ko.page_tokens : LAM_KV_DEFAULT_PAGE_TOKENS;
     ko.k_layout = pt % LAM_ATTN_K_TILE == 0 ? LAM_ATTN_K_TILED : LAM_ATTN_K_ROWS;
     if (ko.k_layout != LAM_ATTN_K_TILED)
         lam_log_warn("attention node: --page-tokens %d is not a multiple of %d, so attention runs one query row "

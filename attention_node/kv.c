@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KV_DEFAULT_PAGE_TOKENS 64
 #define KV_DEFAULT_SLAB (64u << 20)
 #define KV_ALIGN 64
 
@@ -178,7 +177,7 @@ lam_kv_geom_t lam_kv_geom_for(const lam_kv_opts_t *opts)
 {
     lam_kv_opts_t o = *opts;
     if (!o.page_tokens)
-        o.page_tokens = KV_DEFAULT_PAGE_TOKENS;
+        o.page_tokens = LAM_KV_DEFAULT_PAGE_TOKENS;
     size_t esz = lam_dtype_size((unsigned)o.dtype);
     if (kv_check_opts(&o, esz) != LAM_OK)
         return (lam_kv_geom_t){0};
@@ -189,7 +188,7 @@ lam_status_t lam_kv_create(const lam_kv_opts_t *opts, lam_kv_t **out)
 {
     lam_kv_opts_t o = *opts;
     if (!o.page_tokens)
-        o.page_tokens = KV_DEFAULT_PAGE_TOKENS;
+        o.page_tokens = LAM_KV_DEFAULT_PAGE_TOKENS;
     size_t esz = lam_dtype_size((unsigned)o.dtype);
     lam_status_t st = kv_check_opts(&o, esz);
     if (st)

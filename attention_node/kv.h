@@ -46,11 +46,13 @@
 typedef struct lam_kv lam_kv_t;
 typedef struct lam_kv_seq lam_kv_seq_t;
 
+#define LAM_KV_DEFAULT_PAGE_TOKENS 64
+
 typedef struct lam_kv_opts {
     int n_layers;
     int n_kv_heads;         /* this node's KV heads */
     int head_dim;
-    int page_tokens;        /* 0: 64 */
+    int page_tokens;        /* 0: LAM_KV_DEFAULT_PAGE_TOKENS */
     int k_layout;           /* LAM_ATTN_K_ROWS, or LAM_ATTN_K_TILED (page_tokens a multiple of 16) */
     int dtype;              /* lam_dtype_t of the cache */
     size_t capacity_bytes;  /* page memory; rounded down to whole pages */

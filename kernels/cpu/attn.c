@@ -13,8 +13,7 @@
 
 /* ---- the oracle ------------------------------------------------------- */
 
-/* Element d of key j of KV head h (K: a->k_off, either layout) or value j
- * (V: a->v_off, rows) in sequence s. */
+/* Element idx of a block of dtype elements, as f32. */
 static float kv_elem(const uint8_t *p, size_t idx, int dtype)
 {
     uint16_t h;
@@ -26,6 +25,8 @@ static float kv_elem(const uint8_t *p, size_t idx, int dtype)
     }
 }
 
+/* Element d of key j (K blocks in either layout) or of value j (rows) of
+ * KV head h in sequence s. */
 static float key_at(const lam_attn_args_t *a, int s, int h, int j, int d)
 {
     const uint8_t *blk = a->pages[s][j / a->page_tokens] + a->k_off + (size_t)h * a->head_stride;

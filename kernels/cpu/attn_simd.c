@@ -122,10 +122,11 @@ T512 static void qk_scores512(float *S, const float *Q, const uint8_t *const *kt
                               int hdp, attn_prefetch_t *pf)
 {
     int ntb = (nb + 15) / 16, calls = 0;
+#define QK_TILE_WIDTH(nr) ((nr) <= 4 ? 4 : 2) /* tiles per call, as QK_ROWS */
     for (int r0 = 0; r0 < R; r0 += 8)
-        calls += (ntb + (R - r0 <= 4 ? 3 : 1)) / (R - r0 <= 4 ? 4 : 2);
+        calls += (ntb + QK_TILE_WIDTH(R - r0) - 1) / QK_TILE_WIDTH(R - r0);
     for (int r0 = 0; r0 < R; r0 += 8) {
-        int nr = R - r0 < 8 ? R - r0 : 8, tw = nr <= 4 ? 4 : 2;
+        int nr = R - r0 < 8 ? R - r0 : 8, tw = QK_TILE_WIDTH(nr);
         for (int t0 = 0; t0 < ntb; t0 += tw, calls--) {
             const uint8_t *kq[4];
             for (int t = 0; t < tw; t++)
@@ -144,6 +145,7 @@ T512 static void qk_scores512(float *S, const float *Q, const uint8_t *const *kt
 }
 #undef QK_ROWS
 #undef QK_TILE
+#undef QK_TILE_WIDTH
 
 /* Online-softmax update of one row from its masked scores s[0..ng). The
  * running max only moves when some score exceeds it, which a compare
