@@ -1,6 +1,8 @@
 #include "common/model.h"
+
 #include "common/dtype.h"
 #include "common/log.h"
+#include "common/mem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +178,20 @@ static float *block_mins(const lam_gguf_tensor_t *t)
     return m;
 }
 
+/* Matrices of 2 MiB and more start on a huge page and are advised to use
+ * them: the dense layers stream every weight each step, and with 4 KiB pages
+ * a row tile of a large matrix walks a new page every few rows. */
+static float *weight_alloc(size_t bytes)
+{
+    if (bytes < LAM_HUGE_PAGE)
+        return malloc(bytes);
+    size_t n = (bytes + LAM_HUGE_PAGE - 1) & ~(LAM_HUGE_PAGE - 1);
+    float *w = aligned_alloc(LAM_HUGE_PAGE, n);
+    if (w)
+        lam_advise_huge(w, n);
+    return w;
+}
+
 static lam_status_t load_act(loader_t *ld, const char *name, int64_t ne0, int64_t ne1, bool required,
                              float **out, uint8_t *act, float **mins)
 {
@@ -200,7 +216,7 @@ static lam_status_t load_act(loader_t *ld, const char *name, int64_t ne0, int64_
         lam_log_error("model: tensor '%s' has type %s, which cannot be loaded", name, lam_ggml_type_name(t->type));
         return LAM_ERR_GGUF_BAD_TYPE;
     }
-    float *w = malloc((size_t)(ne0 * ne1) * sizeof *w);
+    float *w = weight_alloc((size_t)(ne0 * ne1) * sizeof *w);
     if (!w) {
         lam_log_error("model: out of memory for tensor '%s'", name);
         return LAM_ERR_NO_MEMORY;

@@ -43,6 +43,11 @@ struct lam_backend {
     const lam_backend_i *i;
     const lam_model_config_t *cfg;
     void *ctx;
+    /* If set, a backend that computes on the calling thread calls it between
+     * its operations (the CPU backend: after every matrix product), so that
+     * the network moves while the dense part runs; the pipeline sets it. */
+    void (*poll)(void *arg);
+    void *poll_arg;
 };
 
 /* CPU backend over a loaded model (f32 weights; quant_act as in

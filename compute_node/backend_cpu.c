@@ -37,6 +37,12 @@ static void cpu_mb_destroy(lam_backend_t *b, lam_backend_mb_t *mb)
     free(mb);
 }
 
+static void set_poll(const lam_backend_t *b, lam_backend_mb_t *mb)
+{
+    mb->a.between = b->poll;
+    mb->a.between_arg = b->poll_arg;
+}
+
 static lam_status_t cpu_embed(lam_backend_t *b, lam_backend_mb_t *mb, const int32_t *tok, int n)
 {
     cpu_ctx_t *c = b->ctx;
@@ -50,6 +56,7 @@ static lam_status_t cpu_attn_in(lam_backend_t *b, lam_backend_mb_t *mb, int laye
                                 const float **q, const float **k, const float **v)
 {
     cpu_ctx_t *c = b->ctx;
+    set_poll(b, mb);
     lam_dense_qkv(c->m, c->quant_act, &mb->a, layer, pos, n);
     *q = mb->a.q;
     *k = mb->a.k;
@@ -66,6 +73,7 @@ static float *cpu_attn_out_buf(lam_backend_t *b, lam_backend_mb_t *mb)
 static lam_status_t cpu_attn_out(lam_backend_t *b, lam_backend_mb_t *mb, int layer, int n)
 {
     cpu_ctx_t *c = b->ctx;
+    set_poll(b, mb);
     lam_dense_post(c->m, c->quant_act, &mb->a, layer, n);
     return LAM_OK;
 }
@@ -74,6 +82,7 @@ static lam_status_t cpu_logits(lam_backend_t *b, lam_backend_mb_t *mb, const uin
                                int *n_out)
 {
     cpu_ctx_t *c = b->ctx;
+    set_poll(b, mb);
     *n_out = lam_dense_logits(c->m, c->quant_act, &mb->a, want, n, logits);
     return LAM_OK;
 }

@@ -73,6 +73,8 @@ static void matmul(const lam_dense_act_t *a, bool quant_act, float *y, const flo
             for (int t = 0; t < T; t++)
                 y[(size_t)t * O + o] += lam_dot_f32(wmin + (size_t)o * nb, a->xcorr + (size_t)t * nb, nb);
     }
+    if (a->between)
+        a->between(a->between_arg);
 }
 
 void lam_dense_embed(const lam_model_t *m, lam_dense_act_t *a, const int32_t *tok, int n)

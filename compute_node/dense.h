@@ -23,6 +23,10 @@ typedef struct lam_dense_act {
     float *hg, *hu;     /* [T][ffn_dim] gate, up */
     float *xq;          /* [T][max(dim, q_dim, ffn_dim)] rounded matmul input */
     float *xcorr;       /* [T][max(...)/32 + 1] block-sum corrections (lam_act_round_q8_32) */
+    /* If set, called after every matrix product (the compute node's network
+     * progress between dense operations); NULL for the reference engine. */
+    void (*between)(void *arg);
+    void *between_arg;
 } lam_dense_act_t;
 
 lam_status_t lam_dense_act_alloc(const lam_model_config_t *c, int T, lam_dense_act_t *a);

@@ -28,6 +28,8 @@ void lam_pipe_destroy(lam_pipe_t *p)
 {
     if (!p)
         return;
+    if (p->be->poll_arg == p->r)
+        p->be->poll = NULL, p->be->poll_arg = NULL;
     for (int m = 0; m < 2; m++) {
         p->be->i->mb_destroy(p->be, p->mb[m].act);
         free(p->mb[m].pos);
@@ -45,6 +47,8 @@ lam_status_t lam_pipe_create(lam_backend_t *be, lam_remote_t *r, const lam_pipe_
         return LAM_ERR_NO_MEMORY;
     p->be = be;
     p->r = r;
+    be->poll = lam_remote_poll;
+    be->poll_arg = r;
     p->o = *o;
     p->n_layers = be->cfg->n_layers;
     p->vocab = be->cfg->vocab;

@@ -864,6 +864,16 @@ lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
     return st;
 }
 
+void lam_remote_poll(void *arg)
+{
+    lam_remote_t *r = arg;
+    pthread_mutex_lock(&r->mu);
+    bool busy = mb_in_flight(&r->mb[0]) || mb_in_flight(&r->mb[1]);
+    pthread_mutex_unlock(&r->mu);
+    if (busy)
+        inline_round(r);
+}
+
 uint32_t lam_remote_node_ns(lam_remote_t *r, int mb)
 {
     pthread_mutex_lock(&r->mu);

@@ -102,6 +102,12 @@ lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status);
  * part of the round trip that is not exchange. */
 uint32_t lam_remote_node_ns(lam_remote_t *r, int mb);
 
+/* From the compute thread between dense operations (lam_backend_t.poll,
+ * arg = r): while a micro-batch is in flight, one non-blocking round of
+ * network work if the comm thread is not in one, so requests and answers
+ * move without waiting for that thread to be scheduled on a busy core. */
+void lam_remote_poll(void *arg);
+
 /* Tells every connected node to drop these sequences. Never blocks. */
 void lam_remote_release(lam_remote_t *r, const uint64_t *ids, int n);
 

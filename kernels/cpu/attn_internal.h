@@ -92,6 +92,11 @@ typedef struct attn_isa {
     void (*f16_to_f32)(float *dst, const uint16_t *src, size_t n);
     void (*f32_to_bf16)(uint16_t *dst, const float *src, size_t n);
     void (*bf16_to_f32)(float *dst, const uint16_t *src, size_t n);
+    /* y[t][o] = x[t].W[o] + bias[o] (bias may be NULL) for rows o0 <= o < o1
+     * and every t < T (lam_matmul_f32's row range); each output's summation
+     * order depends on I alone. */
+    void (*matmul_rows)(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
+                        int o1);
 } attn_isa_t;
 
 extern const attn_isa_t lam_attn_isa_scalar;
@@ -113,6 +118,16 @@ void lam_cvt_f32_to_f16_scalar(uint16_t *dst, const float *src, size_t n);
 void lam_cvt_f16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 void lam_cvt_f32_to_bf16_scalar(uint16_t *dst, const float *src, size_t n);
 void lam_cvt_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
+
+/* Matrix product row ranges (ops.c, matmul_simd.c). */
+void lam_matmul_rows_scalar(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
+                            int o1);
+#ifdef LAM_ATTN_HAVE_X86
+void lam_matmul_rows_avx2(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
+                          int o1);
+void lam_matmul_rows_avx512(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
+                            int o1);
+#endif
 #ifdef LAM_ATTN_HAVE_X86
 void lam_cvt_f32_to_f16_avx2(uint16_t *dst, const float *src, size_t n);
 void lam_cvt_f16_to_f32_avx2(float *dst, const uint16_t *src, size_t n);

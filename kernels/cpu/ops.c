@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/dtype.h"
+#include "kernels/cpu/attn_internal.h"
 
 /* Built twice (AVX2+FMA and baseline), picked at load time by the CPU. */
 #define LAM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -29,11 +30,11 @@ void lam_rmsnorm_f32(float *y, const float *x, const float *w, int n, float eps)
 }
 
 LAM_MULTIVERSION
-void lam_matmul_f32(float *y, const float *x, const float *W, const float *bias, int T, int I, int O)
+void lam_matmul_rows_scalar(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
+                            int o1)
 {
     /* Each weight row is read once and used for every token of the batch. */
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < O; o++) {
+    for (int o = o0; o < o1; o++) {
         const float *w = W + (int64_t)o * I;
         float b = bias ? bias[o] : 0.0f;
         for (int t = 0; t < T; t++) {
@@ -44,6 +45,19 @@ void lam_matmul_f32(float *y, const float *x, const float *W, const float *bias,
                 s += w[i] * xt[i];
             y[(int64_t)t * O + o] = s + b;
         }
+    }
+}
+
+#define MATMUL_BLOCK 16 /* rows per OpenMP work item */
+
+void lam_matmul_f32(float *y, const float *x, const float *W, const float *bias, int T, int I, int O)
+{
+    const attn_isa_t *isa = lam_attn_isa_get();
+    int nb = (O + MATMUL_BLOCK - 1) / MATMUL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nb; b++) {
+        int o0 = b * MATMUL_BLOCK, o1 = O - o0 < MATMUL_BLOCK ? O : o0 + MATMUL_BLOCK;
+        isa->matmul_rows(y, x, W, bias, T, I, O, o0, o1);
     }
 }
 

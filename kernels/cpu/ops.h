@@ -7,7 +7,10 @@
 /* y[i] = x[i] / rms(x) * w[i], rms = sqrt(mean(x^2) + eps) */
 void lam_rmsnorm_f32(float *y, const float *x, const float *w, int n, float eps);
 
-/* y[T][O] = x[T][I] · W[O][I]ᵀ (+ bias[O] if non-NULL). OpenMP over O. */
+/* y[T][O] = x[T][I] · W[O][I]ᵀ (+ bias[O] if non-NULL). OpenMP over O,
+ * SIMD by the attention kernels' ISA (lam_attn_isa). Bit-for-bit, each
+ * output depends only on its row, its token and I: not on T, O or the
+ * thread count, so any split of a batch gives the same results. */
 void lam_matmul_f32(float *y, const float *x, const float *W, const float *bias, int T, int I, int O);
 
 float lam_dot_f32(const float *a, const float *b, int n);

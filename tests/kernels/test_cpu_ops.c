@@ -2,8 +2,11 @@
  * inputs (the seed is printed), awkward shapes, NaN/Inf checks and guard
  * values around every output. */
 #include "common/dtype.h"
+#include "kernels/cpu/attn.h"
+#include "kernels/cpu/attn_internal.h"
 #include "kernels/cpu/ops.h"
 
+#include <omp.h>
 #include <CUnit/Basic.h>
 #include <math.h>
 #include <stdbool.h>
@@ -54,31 +57,69 @@ static bool all_finite(const float *y, size_t n)
     return true;
 }
 
+/* Every ISA against a double reference; then the batch split and the
+ * thread count must not change a bit: each token alone, and the rows in
+ * two ranges on one thread, give what the whole call gave. */
 static void test_matmul(void)
 {
-    int shapes[][3] = {{1, 576, 192}, {3, 37, 5}, {75, 64, 33}, {1, 1, 1}, {16, 1536, 7}, {5, 100, 129}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int T = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
-        float *x = malloc((size_t)T * I * 4), *W = malloc((size_t)O * I * 4), *bias = malloc(O * 4);
-        float *y = guarded((size_t)T * O);
-        double *ref = malloc((size_t)T * O * sizeof *ref);
-        for (int i = 0; i < T * I; i++) x[i] = frand();
-        for (int i = 0; i < O * I; i++) W[i] = frand();
-        for (int i = 0; i < O; i++) bias[i] = frand();
-        for (int t = 0; t < T; t++)
-            for (int o = 0; o < O; o++) {
-                double acc = bias[o];
-                for (int i = 0; i < I; i++)
-                    acc += (double)x[t * I + i] * W[o * I + i];
-                ref[t * O + o] = acc;
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    int shapes[][3] = {{1, 576, 192}, {3, 37, 5},   {75, 64, 33},  {1, 1, 1},    {16, 1536, 7},
+                       {5, 100, 129}, {8, 576, 67}, {130, 17, 21}, {9, 15, 4},   {6, 8, 3}};
+    int n_isa = 0;
+    for (int k = 0; k < 3; k++)
+        if (!strcmp(lam_attn_isa(), isas[k]))
+            n_isa = k + 1;
+    CU_ASSERT_FATAL(n_isa > 0);
+    for (int k = 0; k < n_isa; k++) {
+        CU_ASSERT_FATAL(lam_attn_set_isa(isas[k]) == 0);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int T = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
+            float *x = malloc((size_t)T * I * 4), *W = malloc((size_t)O * I * 4), *bias = malloc(O * 4);
+            float *y = guarded((size_t)T * O), *y1 = guarded((size_t)O);
+            double *ref = malloc((size_t)T * O * sizeof *ref);
+            for (int i = 0; i < T * I; i++) x[i] = frand();
+            for (int i = 0; i < O * I; i++) W[i] = frand();
+            for (int i = 0; i < O; i++) bias[i] = frand();
+            for (int t = 0; t < T; t++)
+                for (int o = 0; o < O; o++) {
+                    double acc = bias[o];
+                    for (int i = 0; i < I; i++)
+                        acc += (double)x[t * I + i] * W[o * I + i];
+                    ref[t * O + o] = acc;
+                }
+            lam_matmul_f32(y, x, W, bias, T, I, O);
+            CU_ASSERT(guards_ok(y, (size_t)T * O));
+            CU_ASSERT(all_finite(y, (size_t)T * O));
+            double e = nmse(y, ref, (size_t)T * O);
+            if (!(e < 1e-10))
+                printf("\n  FAIL matmul isa=%s T=%d I=%d O=%d: nmse %.3g\n", isas[k], T, I, O, e);
+            CU_ASSERT(e < 1e-10);
+            int same = 1;
+            for (int t = 0; t < T; t++) {
+                lam_matmul_f32(y1, x + (size_t)t * I, W, bias, 1, I, O);
+                same &= guards_ok(y1, (size_t)O) && !memcmp(y1, y + (size_t)t * O, (size_t)O * 4);
             }
-        lam_matmul_f32(y, x, W, bias, T, I, O);
-        CU_ASSERT(guards_ok(y, (size_t)T * O));
-        CU_ASSERT(all_finite(y, (size_t)T * O));
-        CU_ASSERT(nmse(y, ref, (size_t)T * O) < 1e-10);
-        free(x); free(W); free(bias); free(ref);
-        guarded_free(y);
+            omp_set_num_threads(1);
+            float *y2 = guarded((size_t)T * O);
+            lam_matmul_f32(y2, x, W, bias, T, I, O);
+            same &= !memcmp(y2, y, (size_t)T * O * 4);
+            omp_set_num_threads(omp_get_num_procs());
+            guarded_free(y2);
+            if (!same)
+                printf("\n  FAIL matmul isa=%s T=%d I=%d O=%d: results depend on the split\n", isas[k], T, I, O);
+            CU_ASSERT(same);
+            lam_matmul_f32(y, x, W, NULL, T, I, O);
+            double e0 = 0;
+            for (int t = 0; t < T; t++)
+                for (int o = 0; o < O; o++)
+                    e0 = fmax(e0, fabs(y[t * O + o] - (ref[t * O + o] - bias[o])));
+            CU_ASSERT(e0 < 1e-3 * sqrt((double)I));
+            free(x); free(W); free(bias); free(ref);
+            guarded_free(y);
+            guarded_free(y1);
+        }
     }
+    lam_attn_set_isa(isas[n_isa - 1]);
 }
 
 static void test_rmsnorm_swiglu_softmax(void)

@@ -313,6 +313,7 @@ static int pipeline_batch(const bench_opts_t *o, const lam_model_t *m, int B, js
     printf("%-34s %10.2f\n", "attention + exchange (one mb)", attn * 1e3);
     printf("%-34s %10.2f\n", "sequential step (one mb)", s1.step_s / s1.steps * 1e3);
     printf("%-34s %10.2f\n", "dense (two micro-batches)", dense2 * 1e3);
+    printf("%-34s %10.2f\n", "blocked in wait (two mb)", s2.wait_s / s2.steps * 1e3);
     printf("%-34s %10.2f   ratio over max(dense, attn+exch): %.3f\n", "two micro-batches", t2 * 1e3, ratio);
     printf("%-34s %10s   over max(two-mb dense, attn+exch): %.3f\n", "", "", t2 / bound2);
     json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:i, s:i, s:f, s:f, s:f, s:f, s:f}", "name",

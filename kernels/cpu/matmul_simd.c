@@ -1,0 +1,206 @@
+/* The dense layers' matrix product, y[t][o] = x[t]·W[o] (+ bias[o]), in
+ * register tiles of 4 weight rows × NT tokens.
+ *
+ * Every output is summed in one fixed order that depends on I alone: lane k
+ * of one accumulator gathers the products at i ≡ k (mod lanes) in increasing
+ * i (the tail through zero-filled masked loads), then the lanes are added
+ * by a fixed tree and the bias last. The tile shape, T, O, the row range and
+ * the thread count never change a result, so a token computed alone, in a
+ * micro-batch or in a whole batch gives the same bits: the compute node's
+ * micro-batches reproduce the reference engine exactly. */
+#include "kernels/cpu/attn_internal.h"
+
+#ifdef LAM_ATTN_HAVE_X86
+
+#include <immintrin.h>
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
+#define I512 static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,f16c,fma")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
+#define I256 static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+#define MM_ROWS 4     /* weight rows per register tile */
+#define MM_TCHUNK 64  /* tokens per pass over a row tile: x[chunk] stays in L2 */
+
+/* The tile's row pointers; rows past o1 repeat the last one (computed, not
+ * stored). pn: the next tile's rows (up to O), prefetched by the tile's first
+ * token group while the weights stream from memory. */
+static inline void tile_rows(const float **w, const float **pn, const float *W, int I, int o, int o1, int O)
+{
+    for (int r = 0; r < MM_ROWS; r++) {
+        w[r] = W + (size_t)(o + r < o1 ? o + r : o1 - 1) * I;
+        int n = o + MM_ROWS + r;
+        pn[r] = W + (size_t)(n < O ? n : O - 1) * I;
+    }
+}
+
+/* ---- AVX-512 ------------------------------------------------------------ */
+
+/* [Σa, Σb, Σc, Σd], each by the tree ((x_k + x_k+8) + (x_k+4 + x_k+12)) over
+ * k, then (k=0 + k=2) + (k=1 + k=3): the same for every row and token. */
+I512 __m128 hsum4x512(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+    /* 128-bit blocks: [a0+a2, a1+a3, b0+b2, b1+b3] and the same for c, d */
+    __m512 e = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+    /* block r holds row r's four partial sums p0..p3 */
+    __m512 f = _mm512_add_ps(e, _mm512_permute_ps(e, _MM_SHUFFLE(1, 0, 3, 2)));
+    __m512 g = _mm512_add_ps(f, _mm512_permute_ps(f, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                                            0, 0), g));
+}
+
+I512 void tile512(float *y, const float *x, const float *const *w, const float *const *pn, const float *bias, int I,
+                  int O, int o, int nr, int t, const int NT)
+{
+    __m512 acc[MM_ROWS][4];
+    const int ib = I & ~15;
+#pragma GCC unroll 4
+    for (int r = 0; r < MM_ROWS; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++)
+            acc[r][j] = _mm512_setzero_ps();
+    for (int i = 0; i < ib; i += 16) {
+        __m512 wv[MM_ROWS];
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++)
+            wv[r] = _mm512_loadu_ps(w[r] + i);
+        if (pn)
+#pragma GCC unroll 4
+            for (int r = 0; r < MM_ROWS; r++)
+                _mm_prefetch((const char *)(pn[r] + i), _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) {
+            __m512 xv = _mm512_loadu_ps(x + (size_t)(t + j) * I + i);
+#pragma GCC unroll 4
+            for (int r = 0; r < MM_ROWS; r++)
+                acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
+        }
+    }
+    if (ib < I) {
+        __mmask16 mk = (__mmask16)((1u << (I - ib)) - 1);
+        __m512 wv[MM_ROWS];
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++)
+            wv[r] = _mm512_maskz_loadu_ps(mk, w[r] + ib);
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++) {
+            __m512 xv = _mm512_maskz_loadu_ps(mk, x + (size_t)(t + j) * I + ib);
+#pragma GCC unroll 4
+            for (int r = 0; r < MM_ROWS; r++)
+                acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
+        }
+    }
+    __mmask8 st = (__mmask8)((1u << nr) - 1);
+    __m128 b = bias ? _mm_maskz_loadu_ps(st, bias + o) : _mm_setzero_ps();
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++)
+        _mm_mask_storeu_ps(y + (size_t)(t + j) * O + o, st,
+                           _mm_add_ps(hsum4x512(acc[0][j], acc[1][j], acc[2][j], acc[3][j]), b));
+}
+
+T512 void lam_matmul_rows_avx512(float *y, const float *x, const float *W, const float *bias, int T, int I, int O,
+                                 int o0, int o1)
+{
+    for (int tc = 0; tc < T; tc += MM_TCHUNK) {
+        int te = T - tc < MM_TCHUNK ? T : tc + MM_TCHUNK;
+        for (int o = o0; o < o1; o += MM_ROWS) {
+            const float *w[MM_ROWS], *pn[MM_ROWS];
+            tile_rows(w, pn, W, I, o, o1, O);
+            int nr = o1 - o < MM_ROWS ? o1 - o : MM_ROWS, t = tc;
+            const float *const *p = tc == 0 ? pn : NULL;
+            for (; t + 4 <= te; t += 4, p = NULL)
+                tile512(y, x, w, p, bias, I, O, o, nr, t, 4);
+            if (t + 2 <= te) {
+                tile512(y, x, w, p, bias, I, O, o, nr, t, 2);
+                t += 2;
+                p = NULL;
+            }
+            if (t < te)
+                tile512(y, x, w, p, bias, I, O, o, nr, t, 1);
+        }
+    }
+}
+
+/* ---- AVX2 --------------------------------------------------------------- */
+
+I256 float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+I256 void tile256(float *y, const float *x, const float *const *w, const float *const *pn, const float *bias, int I,
+                  int O, int o, int nr, int t, const int NT)
+{
+    __m256 acc[MM_ROWS][2];
+    const int ib = I & ~7;
+#pragma GCC unroll 4
+    for (int r = 0; r < MM_ROWS; r++)
+#pragma GCC unroll 2
+        for (int j = 0; j < NT; j++)
+            acc[r][j] = _mm256_setzero_ps();
+    for (int i = 0; i < ib; i += 8) {
+        __m256 wv[MM_ROWS];
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++)
+            wv[r] = _mm256_loadu_ps(w[r] + i);
+        if (pn && !(i & 8))
+#pragma GCC unroll 4
+            for (int r = 0; r < MM_ROWS; r++)
+                _mm_prefetch((const char *)(pn[r] + i), _MM_HINT_T0);
+#pragma GCC unroll 2
+        for (int j = 0; j < NT; j++) {
+            __m256 xv = _mm256_loadu_ps(x + (size_t)(t + j) * I + i);
+#pragma GCC unroll 4
+            for (int r = 0; r < MM_ROWS; r++)
+                acc[r][j] = _mm256_fmadd_ps(wv[r], xv, acc[r][j]);
+        }
+    }
+    if (ib < I) {
+        __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(I - ib), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 wv[MM_ROWS];
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++)
+            wv[r] = _mm256_maskload_ps(w[r] + ib, mk);
+#pragma GCC unroll 2
+        for (int j = 0; j < NT; j++) {
+            __m256 xv = _mm256_maskload_ps(x + (size_t)(t + j) * I + ib, mk);
+#pragma GCC unroll 4
+            for (int r = 0; r < MM_ROWS; r++)
+                acc[r][j] = _mm256_fmadd_ps(wv[r], xv, acc[r][j]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int j = 0; j < NT; j++)
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++)
+            if (r < nr)
+                y[(size_t)(t + j) * O + o + r] = hsum256(acc[r][j]) + (bias ? bias[o + r] : 0.0f);
+}
+
+T256 void lam_matmul_rows_avx2(float *y, const float *x, const float *W, const float *bias, int T, int I, int O,
+                               int o0, int o1)
+{
+    for (int tc = 0; tc < T; tc += MM_TCHUNK) {
+        int te = T - tc < MM_TCHUNK ? T : tc + MM_TCHUNK;
+        for (int o = o0; o < o1; o += MM_ROWS) {
+            const float *w[MM_ROWS], *pn[MM_ROWS];
+            tile_rows(w, pn, W, I, o, o1, O);
+            int nr = o1 - o < MM_ROWS ? o1 - o : MM_ROWS, t = tc;
+            const float *const *p = tc == 0 ? pn : NULL;
+            for (; t + 2 <= te; t += 2, p = NULL)
+                tile256(y, x, w, p, bias, I, O, o, nr, t, 2);
+            if (t < te)
+                tile256(y, x, w, p, bias, I, O, o, nr, t, 1);
+        }
+    }
+}
+
+#endif /* LAM_ATTN_HAVE_X86 */
