@@ -36,6 +36,11 @@ typedef struct lam_backend_i {
     /* logits [n_out][vocab] for the rows with want[t] (NULL: all); *n_out gets the count */
     lam_status_t (*logits)(lam_backend_t *b, lam_backend_mb_t *mb, const uint8_t *want, int n, float *logits,
                            int *n_out);
+    /* Optional (NULL: logits per micro-batch): logits as above for mb1's
+     * rows then mb2's, in one pass over the LM head weights. May return
+     * LAM_ERR_INVALID_ARG where mb1 cannot hold both (then call logits). */
+    lam_status_t (*logits2)(lam_backend_t *b, lam_backend_mb_t *mb1, const uint8_t *want1, int n1,
+                            lam_backend_mb_t *mb2, const uint8_t *want2, int n2, float *logits, int *n_out);
     void (*destroy)(lam_backend_t *b);
 } lam_backend_i;
 

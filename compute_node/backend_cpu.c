@@ -78,6 +78,18 @@ static lam_status_t cpu_attn_out(lam_backend_t *b, lam_backend_mb_t *mb, int lay
     return LAM_OK;
 }
 
+static lam_status_t cpu_logits2(lam_backend_t *b, lam_backend_mb_t *mb1, const uint8_t *want1, int n1,
+                                lam_backend_mb_t *mb2, const uint8_t *want2, int n2, float *logits, int *n_out)
+{
+    cpu_ctx_t *c = b->ctx;
+    set_poll(b, mb1);
+    int n = lam_dense_logits2(c->m, c->quant_act, &mb1->a, want1, n1, &mb2->a, want2, n2, logits);
+    if (n < 0)
+        return LAM_ERR_INVALID_ARG;
+    *n_out = n;
+    return LAM_OK;
+}
+
 static lam_status_t cpu_logits(lam_backend_t *b, lam_backend_mb_t *mb, const uint8_t *want, int n, float *logits,
                                int *n_out)
 {
@@ -102,6 +114,7 @@ static const lam_backend_i cpu_backend_i = {
     .attn_out_buf = cpu_attn_out_buf,
     .attn_out = cpu_attn_out,
     .logits = cpu_logits,
+    .logits2 = cpu_logits2,
     .destroy = cpu_destroy,
 };
 

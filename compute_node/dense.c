@@ -123,20 +123,47 @@ void lam_dense_post(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, in
         a->x[i] += a->xo[i];
 }
 
-int lam_dense_logits(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want, int n,
-                     float *logits)
+/* Final norm of src's rows with want[t] into dst->xb from row n_out on;
+ * returns the new row count. */
+static int norm_wanted(const lam_model_t *m, lam_dense_act_t *dst, int n_out, const lam_dense_act_t *src,
+                       const uint8_t *want, int n)
 {
     const lam_model_config_t *c = &m->cfg;
-    int n_out = 0;
     for (int t = 0; t < n; t++) {
         if (want && !want[t])
             continue;
-        lam_rmsnorm_f32(a->xb + (size_t)n_out * c->dim, a->x + (size_t)t * c->dim, m->out_norm, c->dim,
+        lam_rmsnorm_f32(dst->xb + (size_t)n_out * c->dim, src->x + (size_t)t * c->dim, m->out_norm, c->dim,
                         c->norm_eps);
         n_out++;
     }
+    return n_out;
+}
+
+static void lm_head(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int n_out, float *logits)
+{
     if (n_out > 0)
-        matmul(a, quant_act, logits, a->xb, m->lm_head, NULL, n_out, c->dim, c->vocab, m->lm_head_act,
+        matmul(a, quant_act, logits, a->xb, m->lm_head, NULL, n_out, m->cfg.dim, m->cfg.vocab, m->lm_head_act,
                m->lm_head_min);
+}
+
+int lam_dense_logits(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want, int n,
+                     float *logits)
+{
+    int n_out = norm_wanted(m, a, 0, a, want, n);
+    lm_head(m, quant_act, a, n_out, logits);
+    return n_out;
+}
+
+int lam_dense_logits2(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want_a, int n_a,
+                      const lam_dense_act_t *b, const uint8_t *want_b, int n_b, float *logits)
+{
+    int n_out = norm_wanted(m, a, 0, a, want_a, n_a);
+    int wanted_b = 0;
+    for (int t = 0; t < n_b; t++)
+        wanted_b += !want_b || want_b[t];
+    if (n_out + wanted_b > a->T)
+        return -1;
+    n_out = norm_wanted(m, a, n_out, b, want_b, n_b);
+    lm_head(m, quant_act, a, n_out, logits);
     return n_out;
 }

@@ -46,4 +46,10 @@ void lam_dense_post(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, in
 int lam_dense_logits(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want, int n,
                      float *logits);
 
+/* As lam_dense_logits over a's rows, then b's, in one pass over the LM head
+ * (the same values as two calls). a's buffers take all the rows: returns -1,
+ * doing nothing, where they number more than a->T. */
+int lam_dense_logits2(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want_a, int n_a,
+                      const lam_dense_act_t *b, const uint8_t *want_b, int n_b, float *logits);
+
 #endif

@@ -178,6 +178,16 @@ lam_status_t lam_pipe_step(lam_pipe_t *p, const lam_step_t *s, float *logits, in
             finish_attention(p, &p->mb[m], m, seq_status);
 
     int rows = 0;
+    if (st == LAM_OK && n_mb == 2 && p->be->i->logits2) {
+        /* one pass over the LM head for both micro-batches */
+        double t0 = lam_now_s();
+        const uint8_t *w = s->want;
+        st = p->be->i->logits2(p->be, p->mb[0].act, w ? w + p->mb[0].tok0 : NULL, p->mb[0].n_tok, p->mb[1].act,
+                               w ? w + p->mb[1].tok0 : NULL, p->mb[1].n_tok, logits, &rows);
+        p->stats.dense_s += lam_now_s() - t0;
+        n_mb = st == LAM_OK ? 0 : n_mb; /* done, or per micro-batch below */
+        st = st == LAM_ERR_INVALID_ARG ? LAM_OK : st;
+    }
     for (int m = 0; m < n_mb && st == LAM_OK; m++) {
         int n_out = 0;
         double t0 = lam_now_s();
