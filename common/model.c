@@ -178,6 +178,27 @@ static float *block_mins(const lam_gguf_tensor_t *t)
     return m;
 }
 
+/* A copy of t's blocks where the CPU dense path reads that type directly
+ * (Q4_1, Q8_0 rows of whole blocks); *blk stays NULL otherwise. */
+static lam_status_t keep_blocks(loader_t *ld, const lam_gguf_tensor_t *t, uint8_t **blk, uint32_t *type)
+{
+    *blk = NULL;
+    if (!t || (t->type != LAM_GGML_Q4_1 && t->type != LAM_GGML_Q8_0) || t->ne[0] % 32 != 0)
+        return LAM_OK;
+    int64_t be, bb;
+    lam_ggml_type_size(t->type, &be, &bb);
+    size_t bytes = (size_t)(t->n_elem / be * bb);
+    *blk = malloc(bytes);
+    if (!*blk) {
+        lam_log_error("model: out of memory for the blocks of tensor '%s'", t->name);
+        return LAM_ERR_NO_MEMORY;
+    }
+    memcpy(*blk, t->data, bytes);
+    *type = t->type;
+    ld->m->weight_bytes += bytes;
+    return LAM_OK;
+}
+
 /* Matrices of 2 MiB and more start on a huge page and are advised to use
  * them: the dense layers stream every weight each step, and with 4 KiB pages
  * a row tile of a large matrix walks a new page every few rows. */
@@ -267,30 +288,37 @@ lam_status_t lam_model_load(const lam_gguf_t *g, lam_model_t **out)
         const lam_gguf_tensor_t *te = lam_gguf_find_tensor(g, "token_embd.weight");
         m->lm_head_act = (uint8_t)lam_act_fmt_for(te->type);
         m->lm_head_min = block_mins(te);
+        if ((st = keep_blocks(&ld, te, &m->lm_head_blk, &m->lm_head_blk_type)))
+            goto err;
         progress(&ld);
-    } else if ((st = load_act(&ld, "output.weight", c->dim, c->vocab, true, &m->lm_head, &m->lm_head_act, &m->lm_head_min))) {
+    } else if ((st = load_act(&ld, "output.weight", c->dim, c->vocab, true, &m->lm_head, &m->lm_head_act, &m->lm_head_min)) ||
+               (st = keep_blocks(&ld, lam_gguf_find_tensor(g, "output.weight"), &m->lm_head_blk, &m->lm_head_blk_type))) {
         goto err;
     }
     for (int l = 0; l < c->n_layers; l++) {
         lam_layer_t *L = &m->layers[l];
         char n[96];
-#define LOADA(field, suffix, ne0, ne1, req, act, mins)                         \
+#define LOAD(field, suffix, ne0, ne1, req)                                   \
         snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                       \
-        if ((st = load_act(&ld, n, ne0, ne1, req, &L->field, act, mins)) != LAM_OK) \
+        if ((st = load_act(&ld, n, ne0, ne1, req, &L->field, NULL, NULL)) != LAM_OK) \
             goto err;
-#define LOAD(field, suffix, ne0, ne1, req) LOADA(field, suffix, ne0, ne1, req, NULL, NULL)
+#define LOADA(field, suffix, ne0, ne1, req, w)                                 \
+        snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                       \
+        if ((st = load_act(&ld, n, ne0, ne1, req, &L->field, &L->act[w], &L->wmin[w])) != LAM_OK || \
+            (st = keep_blocks(&ld, lam_gguf_find_tensor(g, n), &L->wblk[w], &L->wblk_type[w])) != LAM_OK) \
+            goto err;
         LOAD(attn_norm, "attn_norm.weight", c->dim, 1, true)
-        LOADA(wq, "attn_q.weight", c->dim, q_dim, true, &L->act[LAM_W_Q], &L->wmin[LAM_W_Q])
-        LOADA(wk, "attn_k.weight", c->dim, kv_dim, true, &L->act[LAM_W_K], &L->wmin[LAM_W_K])
-        LOADA(wv, "attn_v.weight", c->dim, kv_dim, true, &L->act[LAM_W_V], &L->wmin[LAM_W_V])
+        LOADA(wq, "attn_q.weight", c->dim, q_dim, true, LAM_W_Q)
+        LOADA(wk, "attn_k.weight", c->dim, kv_dim, true, LAM_W_K)
+        LOADA(wv, "attn_v.weight", c->dim, kv_dim, true, LAM_W_V)
         LOAD(bq, "attn_q.bias", q_dim, 1, c->qkv_bias)
         LOAD(bk, "attn_k.bias", kv_dim, 1, c->qkv_bias)
         LOAD(bv, "attn_v.bias", kv_dim, 1, c->qkv_bias)
-        LOADA(wo, "attn_output.weight", q_dim, c->dim, true, &L->act[LAM_W_O], &L->wmin[LAM_W_O])
+        LOADA(wo, "attn_output.weight", q_dim, c->dim, true, LAM_W_O)
         LOAD(ffn_norm, "ffn_norm.weight", c->dim, 1, true)
-        LOADA(w_gate, "ffn_gate.weight", c->dim, c->ffn_dim, true, &L->act[LAM_W_GATE], &L->wmin[LAM_W_GATE])
-        LOADA(w_up, "ffn_up.weight", c->dim, c->ffn_dim, true, &L->act[LAM_W_UP], &L->wmin[LAM_W_UP])
-        LOADA(w_down, "ffn_down.weight", c->ffn_dim, c->dim, true, &L->act[LAM_W_DOWN], &L->wmin[LAM_W_DOWN])
+        LOADA(w_gate, "ffn_gate.weight", c->dim, c->ffn_dim, true, LAM_W_GATE)
+        LOADA(w_up, "ffn_up.weight", c->dim, c->ffn_dim, true, LAM_W_UP)
+        LOADA(w_down, "ffn_down.weight", c->ffn_dim, c->dim, true, LAM_W_DOWN)
 #undef LOAD
 #undef LOADA
     }
@@ -312,8 +340,10 @@ void lam_model_free(lam_model_t *m)
                            L->wo, L->ffn_norm, L->w_gate, L->w_up, L->w_down};
             for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
                 free(ps[i]);
-            for (int w = 0; w < LAM_W_COUNT; w++)
+            for (int w = 0; w < LAM_W_COUNT; w++) {
                 free(L->wmin[w]);
+                free(L->wblk[w]);
+            }
         }
     }
     if (m->lm_head != m->tok_embd)
@@ -321,6 +351,7 @@ void lam_model_free(lam_model_t *m)
     free(m->tok_embd);
     free(m->out_norm);
     free(m->lm_head_min);
+    free(m->lm_head_blk);
     free(m->rope_freqs);
     free(m->layers);
     free(m);

@@ -59,6 +59,11 @@ typedef struct lam_layer {
     float *w_down;      /* [dim][ffn_dim] */
     uint8_t act[LAM_W_COUNT]; /* lam_act_fmt_t of each matrix, by LAM_W_* */
     float *wmin[LAM_W_COUNT]; /* [out][in/32] block minimums of Q4_1/Q5_1 matrices, else NULL */
+    /* The file's blocks of Q4_1 and Q8_0 matrices (the types the CPU dense
+     * path multiplies without expanding the whole matrix), else NULL;
+     * wblk_type is the GGUF type. */
+    uint8_t *wblk[LAM_W_COUNT];
+    uint32_t wblk_type[LAM_W_COUNT];
 } lam_layer_t;
 
 typedef struct lam_model {
@@ -68,6 +73,8 @@ typedef struct lam_model {
     float *lm_head;     /* [vocab][dim]; == tok_embd when tied */
     uint8_t lm_head_act;/* lam_act_fmt_t */
     float *lm_head_min; /* [vocab][dim/32] as lam_layer_t.wmin */
+    uint8_t *lm_head_blk; /* as lam_layer_t.wblk (shared with no other field) */
+    uint32_t lm_head_blk_type;
     float *rope_freqs;  /* [n_rot/2] frequency divisors (LLaMA-3 style scaling) or NULL */
     lam_layer_t *layers;/* [n_layers] */
     uint64_t fingerprint; /* hash of metadata and tensor table: same file <=> same value */

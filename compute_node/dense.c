@@ -1,4 +1,6 @@
 #include "compute_node/dense.h"
+
+#include "common/gguf.h"
 #include "kernels/cpu/ops.h"
 
 #include <stdlib.h>
@@ -47,10 +49,39 @@ void lam_dense_act_free(lam_dense_act_t *a)
     memset(a, 0, sizeof *a);
 }
 
-/* y[T][O] = x[T][I]·Wᵀ, with x first rounded as the weights' format asks. */
-static void matmul(const lam_dense_act_t *a, bool quant_act, float *y, const float *x, const float *W,
-                   const float *bias, int T, int I, int O, uint8_t act, const float *wmin)
+/* One weight matrix: f32, and the file's blocks where the CPU path reads them. */
+typedef struct wmat {
+    const float *W;
+    const uint8_t *blk;
+    uint32_t blk_type;
+    uint8_t act;
+    const float *wmin;
+} wmat_t;
+
+static wmat_t layer_w(const lam_layer_t *L, const float *W, int w)
 {
+    return (wmat_t){W, L->wblk[w], L->wblk_type[w], L->act[w], L->wmin[w]};
+}
+
+/* The same bits either way; the blocks are 4-6x fewer bytes to stream, and
+ * each tile expanded into L1 multiplies faster than f32 rows from memory at
+ * every batch size measured (1 to 128 tokens: 8.9 against 13.6 ms at 1
+ * token, 139 against 153 ms at 128, SmolLM2's 30 layers on one core). */
+static void product(float *y, const float *x, const wmat_t *w, const float *bias, int T, int I, int O)
+{
+    lam_qw_type_t qt = w->blk_type == LAM_GGML_Q4_1 ? LAM_QW_Q4_1 : LAM_QW_Q8_0;
+    if (w->blk && I % 32 == 0 && I <= LAM_MATMUL_Q_MAX_I)
+        lam_matmul_q(y, x, w->blk, qt, bias, T, I, O);
+    else
+        lam_matmul_f32(y, x, w->W, bias, T, I, O);
+}
+
+/* y[T][O] = x[T][I]·Wᵀ, with x first rounded as the weights' format asks. */
+static void matmul(const lam_dense_act_t *a, bool quant_act, float *y, const float *x, wmat_t w,
+                   const float *bias, int T, int I, int O)
+{
+    uint8_t act = w.act;
+    const float *wmin = w.wmin;
     bool round = quant_act && act != LAM_ACT_F32;
     if (round) {
         for (int t = 0; t < T; t++) {
@@ -65,7 +96,7 @@ static void matmul(const lam_dense_act_t *a, bool quant_act, float *y, const flo
         }
         x = a->xq;
     }
-    lam_matmul_f32(y, x, W, bias, T, I, O);
+    product(y, x, &w, bias, T, I, O);
     if (round && wmin && act == LAM_ACT_Q8_32 && I % 32 == 0) {
         int nb = I / 32;
 #pragma omp parallel for schedule(static)
@@ -91,9 +122,9 @@ void lam_dense_qkv(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int
     const int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     for (int t = 0; t < n; t++)
         lam_rmsnorm_f32(a->xb + (size_t)t * dim, a->x + (size_t)t * dim, L->attn_norm, dim, c->norm_eps);
-    matmul(a, quant_act, a->q, a->xb, L->wq, L->bq, n, dim, q_dim, L->act[LAM_W_Q], L->wmin[LAM_W_Q]);
-    matmul(a, quant_act, a->k, a->xb, L->wk, L->bk, n, dim, kv_dim, L->act[LAM_W_K], L->wmin[LAM_W_K]);
-    matmul(a, quant_act, a->v, a->xb, L->wv, L->bv, n, dim, kv_dim, L->act[LAM_W_V], L->wmin[LAM_W_V]);
+    matmul(a, quant_act, a->q, a->xb, layer_w(L, L->wq, LAM_W_Q), L->bq, n, dim, q_dim);
+    matmul(a, quant_act, a->k, a->xb, layer_w(L, L->wk, LAM_W_K), L->bk, n, dim, kv_dim);
+    matmul(a, quant_act, a->v, a->xb, layer_w(L, L->wv, LAM_W_V), L->bv, n, dim, kv_dim);
     int neox = c->rope_type == LAM_ROPE_NEOX;
     for (int t = 0; t < n; t++) {
         lam_rope_f32(a->q + (size_t)t * q_dim, c->n_heads, c->head_dim, c->n_rot, pos[t], c->rope_theta,
@@ -108,17 +139,15 @@ void lam_dense_post(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, in
     const lam_model_config_t *c = &m->cfg;
     const lam_layer_t *L = &m->layers[l];
     const int dim = c->dim, q_dim = c->n_heads * c->head_dim;
-    matmul(a, quant_act, a->xo, a->att, L->wo, NULL, n, q_dim, dim, L->act[LAM_W_O], L->wmin[LAM_W_O]);
+    matmul(a, quant_act, a->xo, a->att, layer_w(L, L->wo, LAM_W_O), NULL, n, q_dim, dim);
     for (size_t i = 0; i < (size_t)n * dim; i++)
         a->x[i] += a->xo[i];
     for (int t = 0; t < n; t++)
         lam_rmsnorm_f32(a->xb + (size_t)t * dim, a->x + (size_t)t * dim, L->ffn_norm, dim, c->norm_eps);
-    matmul(a, quant_act, a->hg, a->xb, L->w_gate, NULL, n, dim, c->ffn_dim, L->act[LAM_W_GATE],
-           L->wmin[LAM_W_GATE]);
-    matmul(a, quant_act, a->hu, a->xb, L->w_up, NULL, n, dim, c->ffn_dim, L->act[LAM_W_UP], L->wmin[LAM_W_UP]);
+    matmul(a, quant_act, a->hg, a->xb, layer_w(L, L->w_gate, LAM_W_GATE), NULL, n, dim, c->ffn_dim);
+    matmul(a, quant_act, a->hu, a->xb, layer_w(L, L->w_up, LAM_W_UP), NULL, n, dim, c->ffn_dim);
     lam_swiglu_f32(a->hg, a->hu, n * c->ffn_dim);
-    matmul(a, quant_act, a->xo, a->hg, L->w_down, NULL, n, c->ffn_dim, dim, L->act[LAM_W_DOWN],
-           L->wmin[LAM_W_DOWN]);
+    matmul(a, quant_act, a->xo, a->hg, layer_w(L, L->w_down, LAM_W_DOWN), NULL, n, c->ffn_dim, dim);
     for (size_t i = 0; i < (size_t)n * dim; i++)
         a->x[i] += a->xo[i];
 }
@@ -142,8 +171,9 @@ static int norm_wanted(const lam_model_t *m, lam_dense_act_t *dst, int n_out, co
 static void lm_head(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int n_out, float *logits)
 {
     if (n_out > 0)
-        matmul(a, quant_act, logits, a->xb, m->lm_head, NULL, n_out, m->cfg.dim, m->cfg.vocab, m->lm_head_act,
-               m->lm_head_min);
+        matmul(a, quant_act, logits, a->xb,
+               (wmat_t){m->lm_head, m->lm_head_blk, m->lm_head_blk_type, m->lm_head_act, m->lm_head_min}, NULL, n_out,
+               m->cfg.dim, m->cfg.vocab);
 }
 
 int lam_dense_logits(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want, int n,

@@ -97,6 +97,8 @@ typedef struct attn_isa {
      * order depends on I alone. */
     void (*matmul_rows)(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
                         int o1);
+    /* lam_dequant_qw (type is an lam_qw_type_t) */
+    void (*dequant_qw)(float *dst, const uint8_t *src, int type, int n);
 } attn_isa_t;
 
 extern const attn_isa_t lam_attn_isa_scalar;
@@ -119,10 +121,13 @@ void lam_cvt_f16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 void lam_cvt_f32_to_bf16_scalar(uint16_t *dst, const float *src, size_t n);
 void lam_cvt_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 
-/* Matrix product row ranges (ops.c, matmul_simd.c). */
+/* Matrix product row ranges and weight block expansion (ops.c, matmul_simd.c). */
 void lam_matmul_rows_scalar(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
                             int o1);
+void lam_dequant_qw_scalar(float *dst, const uint8_t *src, int type, int n);
 #ifdef LAM_ATTN_HAVE_X86
+void lam_dequant_qw_avx2(float *dst, const uint8_t *src, int type, int n);
+void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n);
 void lam_matmul_rows_avx2(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
                           int o1);
 void lam_matmul_rows_avx512(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,

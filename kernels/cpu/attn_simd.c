@@ -313,6 +313,7 @@ const attn_isa_t lam_attn_isa_avx512 = {
     .f32_to_bf16 = lam_cvt_f32_to_bf16_avx512,
     .bf16_to_f32 = lam_cvt_bf16_to_f32_avx512,
     .matmul_rows = lam_matmul_rows_avx512,
+    .dequant_qw = lam_dequant_qw_avx512,
 };
 
 /* ---- AVX2 ------------------------------------------------------------- */
@@ -556,6 +557,7 @@ const attn_isa_t lam_attn_isa_avx2 = {
     .f32_to_bf16 = lam_cvt_f32_to_bf16_avx2,
     .bf16_to_f32 = lam_cvt_bf16_to_f32_avx2,
     .matmul_rows = lam_matmul_rows_avx2,
+    .dequant_qw = lam_dequant_qw_avx2,
 };
 
 #endif /* LAM_ATTN_HAVE_X86 */

@@ -13,6 +13,9 @@
 #ifdef LAM_ATTN_HAVE_X86
 
 #include <immintrin.h>
+#include <string.h>
+
+#include "kernels/cpu/ops.h"
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
 #define I512 static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,f16c,fma")))
@@ -126,7 +129,59 @@ T512 void lam_matmul_rows_avx512(float *y, const float *x, const float *W, const
     }
 }
 
+/* Weight blocks (lam_dequant_qw): products and sums rounded one at a time,
+ * as common/dequant.c (ISO C: no contraction into FMA). */
+T512 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n)
+{
+    for (int b = 0; b < n / 32; b++, dst += 32) {
+        uint16_t h[2];
+        memcpy(h, src, sizeof h);
+        __m512 d = _mm512_set1_ps(_cvtsh_ss(h[0]));
+        if (type == LAM_QW_Q4_1) {
+            __m512 m = _mm512_set1_ps(_cvtsh_ss(h[1]));
+            __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + 4)));
+            __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(0xf)));
+            __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4));
+            _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_mul_ps(lo, d), m));
+            _mm512_storeu_ps(dst + 16, _mm512_add_ps(_mm512_mul_ps(hi, d), m));
+            src += 20;
+        } else {
+            __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 2))));
+            __m512 c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 18))));
+            _mm512_storeu_ps(dst, _mm512_mul_ps(a, d));
+            _mm512_storeu_ps(dst + 16, _mm512_mul_ps(c, d));
+            src += 34;
+        }
+    }
+}
+
 /* ---- AVX2 --------------------------------------------------------------- */
+
+T256 void lam_dequant_qw_avx2(float *dst, const uint8_t *src, int type, int n)
+{
+    for (int b = 0; b < n / 32; b++, dst += 32) {
+        uint16_t h[2];
+        memcpy(h, src, sizeof h);
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(h[0]));
+        if (type == LAM_QW_Q4_1) {
+            __m256 m = _mm256_set1_ps(_cvtsh_ss(h[1]));
+            __m128i qs = _mm_loadu_si128((const __m128i *)(src + 4));
+            __m128i lo = _mm_and_si128(qs, _mm_set1_epi8(0xf)), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0xf));
+            __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+            for (int k = 0; k < 4; k++) {
+                __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(part[k]));
+                _mm256_storeu_ps(dst + 8 * k, _mm256_add_ps(_mm256_mul_ps(v, d), m));
+            }
+            src += 20;
+        } else {
+            for (int k = 0; k < 4; k++) {
+                __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(src + 2 + 8 * k))));
+                _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(v, d));
+            }
+            src += 34;
+        }
+    }
+}
 
 I256 float hsum256(__m256 v)
 {

@@ -48,6 +48,32 @@ void lam_matmul_rows_scalar(float *y, const float *x, const float *W, const floa
     }
 }
 
+void lam_dequant_qw_scalar(float *dst, const uint8_t *src, int type, int n)
+{
+    for (int b = 0; b < n / 32; b++, dst += 32) {
+        uint16_t h[2];
+        memcpy(h, src, sizeof h);
+        float d = lam_fp16_to_fp32(h[0]);
+        if (type == LAM_QW_Q4_1) {
+            float m = lam_fp16_to_fp32(h[1]);
+            for (int j = 0; j < 16; j++) {
+                dst[j] = (src[4 + j] & 0xf) * d + m;
+                dst[j + 16] = (src[4 + j] >> 4) * d + m;
+            }
+            src += 20;
+        } else {
+            for (int j = 0; j < 32; j++)
+                dst[j] = (int8_t)src[2 + j] * d;
+            src += 34;
+        }
+    }
+}
+
+void lam_dequant_qw(float *dst, const uint8_t *src, lam_qw_type_t type, int n)
+{
+    lam_attn_isa_get()->dequant_qw(dst, src, (int)type, n);
+}
+
 #define MATMUL_BLOCK 16 /* rows per OpenMP work item */
 
 void lam_matmul_f32(float *y, const float *x, const float *W, const float *bias, int T, int I, int O)
@@ -58,6 +84,30 @@ void lam_matmul_f32(float *y, const float *x, const float *W, const float *bias,
     for (int b = 0; b < nb; b++) {
         int o0 = b * MATMUL_BLOCK, o1 = O - o0 < MATMUL_BLOCK ? O : o0 + MATMUL_BLOCK;
         isa->matmul_rows(y, x, W, bias, T, I, O, o0, o1);
+    }
+}
+
+#define QTILE 4 /* rows expanded at a time: the SIMD kernels' register tile */
+
+void lam_matmul_q(float *y, const float *x, const uint8_t *Wq, lam_qw_type_t type, const float *bias, int T, int I,
+                  int O)
+{
+    const attn_isa_t *isa = lam_attn_isa_get();
+    size_t rb = lam_qw_row_bytes(type, I);
+    int nt = (O + QTILE - 1) / QTILE;
+#pragma omp parallel
+    {
+        /* on the stack (at most 256 KiB); 2 tiles, so that the kernel's
+         * prefetch of "the next tile" stays inside */
+        float buf[2 * QTILE * I];
+#pragma omp for schedule(static)
+        for (int i = 0; i < nt; i++) {
+            int o = i * QTILE, nr = O - o < QTILE ? O - o : QTILE;
+            for (int r = 0; r < nr; r++)
+                isa->dequant_qw(buf + (size_t)r * I, Wq + (size_t)(o + r) * rb, (int)type, I);
+            /* rows [o, o + nr) with y and bias shifted by o: row r of buf is row o + r */
+            isa->matmul_rows(y + o, x, buf, bias ? bias + o : NULL, T, I, O, 0, nr);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 #ifndef LAM_KERNELS_CPU_OPS_H
 #define LAM_KERNELS_CPU_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* y[i] = x[i] / rms(x) * w[i], rms = sqrt(mean(x^2) + eps) */
@@ -12,6 +13,30 @@ void lam_rmsnorm_f32(float *y, const float *x, const float *w, int n, float eps)
  * output depends only on its row, its token and I: not on T, O or the
  * thread count, so any split of a batch gives the same results. */
 void lam_matmul_f32(float *y, const float *x, const float *W, const float *bias, int T, int I, int O);
+
+/* Block-quantised weight rows that lam_matmul_q reads directly (GGUF's
+ * block layouts): Q4_1 {f16 d, m; u8 qs[16]} x = nibble*d + m, 20 bytes per
+ * 32 weights; Q8_0 {f16 d; i8 qs[32]} x = q*d, 34 bytes per 32. */
+typedef enum lam_qw_type { LAM_QW_NONE = 0, LAM_QW_Q4_1, LAM_QW_Q8_0 } lam_qw_type_t;
+
+/* Bytes of one row of n weights (n % 32 == 0). */
+static inline size_t lam_qw_row_bytes(lam_qw_type_t type, int n)
+{
+    return (size_t)(n / 32) * (type == LAM_QW_Q4_1 ? 20u : 34u);
+}
+
+/* dst[0..n) = the weights of n / 32 blocks, as common/dequant.c gives them. */
+void lam_dequant_qw(float *dst, const uint8_t *src, lam_qw_type_t type, int n);
+
+/* lam_matmul_f32 with W[o] = lam_dequant_qw(row o of Wq), bit for bit:
+ * each tile of 4 rows is expanded into a small buffer and multiplied by
+ * the same kernel. Streams 20 or 34 bytes per 32 weights instead of 128,
+ * and costs the expansion once per tile per call, which pays where the
+ * product is memory-bound (few tokens). I % 32 == 0, I <= LAM_MATMUL_Q_MAX_I
+ * (the expanded tile lives on the stack). */
+#define LAM_MATMUL_Q_MAX_I 8192
+void lam_matmul_q(float *y, const float *x, const uint8_t *Wq, lam_qw_type_t type, const float *bias, int T, int I,
+                  int O);
 
 float lam_dot_f32(const float *a, const float *b, int n);
 

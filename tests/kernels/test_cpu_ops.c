@@ -122,6 +122,79 @@ static void test_matmul(void)
     lam_attn_set_isa(isas[n_isa - 1]);
 }
 
+/* Random blocks: finite f16 scales (and Q4_1 minimums), random quants. */
+static void rand_blocks(uint8_t *p, lam_qw_type_t type, int rows, int I)
+{
+    size_t rb = lam_qw_row_bytes(type, I), bb = type == LAM_QW_Q4_1 ? 20 : 34;
+    for (size_t b = 0; b < (size_t)rows * rb / bb; b++, p += bb) {
+        uint16_t d = lam_fp32_to_fp16(frand() * 0.05f), m = lam_fp32_to_fp16(frand() * 0.5f);
+        memcpy(p, &d, 2);
+        if (type == LAM_QW_Q4_1)
+            memcpy(p + 2, &m, 2);
+        for (size_t j = type == LAM_QW_Q4_1 ? 4 : 2; j < bb; j++)
+            p[j] = (uint8_t)rand();
+    }
+}
+
+/* lam_matmul_q against lam_matmul_f32 over the expanded rows, and the
+ * expansion against ggml's formulas: the same bits, every ISA. */
+static void test_matmul_blocks(void)
+{
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    int shapes[][3] = {{1, 576, 192}, {3, 32, 5}, {16, 1536, 67}, {70, 64, 9}, {8, 576, 1}, {5, 96, 130}};
+    int n_isa = 0;
+    for (int k = 0; k < 3; k++)
+        if (!strcmp(lam_attn_isa(), isas[k]))
+            n_isa = k + 1;
+    for (int qt = LAM_QW_Q4_1; qt <= LAM_QW_Q8_0; qt++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int T = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
+            size_t rb = lam_qw_row_bytes((lam_qw_type_t)qt, I);
+            uint8_t *Wq = malloc((size_t)O * rb);
+            rand_blocks(Wq, (lam_qw_type_t)qt, O, I);
+            float *W = malloc((size_t)O * I * 4), *W2 = malloc((size_t)O * I * 4), *x = malloc((size_t)T * I * 4);
+            float *bias = malloc((size_t)O * 4), *y = guarded((size_t)T * O), *yq = guarded((size_t)T * O);
+            for (int i = 0; i < T * I; i++) x[i] = frand();
+            for (int i = 0; i < O; i++) bias[i] = frand();
+            /* ggml's formulas in float, each operation rounded (as common/dequant.c) */
+            for (int o = 0; o < O; o++)
+                for (int b = 0; b < I / 32; b++) {
+                    const uint8_t *p = Wq + (size_t)o * rb + (size_t)b * (qt == LAM_QW_Q4_1 ? 20 : 34);
+                    uint16_t h[2];
+                    memcpy(h, p, 4);
+                    float d = lam_fp16_to_fp32(h[0]), mn = lam_fp16_to_fp32(h[1]);
+                    for (int j = 0; j < 32; j++) {
+                        float q = qt == LAM_QW_Q4_1 ? (float)(j < 16 ? p[4 + j] & 0xf : p[4 + j - 16] >> 4)
+                                                    : (float)(int8_t)p[2 + j];
+                        float v = q * d;
+                        W2[(size_t)o * I + b * 32 + j] = qt == LAM_QW_Q4_1 ? v + mn : v;
+                    }
+                }
+            for (int k = 0; k < n_isa; k++) {
+                CU_ASSERT_FATAL(lam_attn_set_isa(isas[k]) == 0);
+                for (int o = 0; o < O; o++)
+                    lam_dequant_qw(W + (size_t)o * I, Wq + (size_t)o * rb, (lam_qw_type_t)qt, I);
+                bool exp_ok = !memcmp(W, W2, (size_t)O * I * 4);
+                CU_ASSERT(exp_ok);
+                lam_matmul_f32(y, x, W, bias, T, I, O);
+                lam_matmul_q(yq, x, Wq, (lam_qw_type_t)qt, bias, T, I, O);
+                bool same = guards_ok(yq, (size_t)T * O) && !memcmp(y, yq, (size_t)T * O * 4);
+                if (!same || !exp_ok)
+                    printf("\n  FAIL matmul_q isa=%s %s T=%d I=%d O=%d: product %s, expansion %s\n", isas[k],
+                           qt == LAM_QW_Q4_1 ? "Q4_1" : "Q8_0", T, I, O, same ? "same" : "DIFFERENT",
+                           exp_ok ? "same" : "DIFFERENT");
+                CU_ASSERT(same);
+                lam_matmul_q(yq, x, Wq, (lam_qw_type_t)qt, NULL, T, I, O);
+                lam_matmul_f32(y, x, W, NULL, T, I, O);
+                CU_ASSERT(!memcmp(y, yq, (size_t)T * O * 4));
+            }
+            lam_attn_set_isa(isas[n_isa - 1]);
+            free(Wq); free(W); free(W2); free(x); free(bias);
+            guarded_free(y);
+            guarded_free(yq);
+        }
+}
+
 static void test_rmsnorm_swiglu_softmax(void)
 {
     int n = 577;
@@ -258,6 +331,7 @@ int main(void)
         return 1;
     CU_pSuite s = CU_add_suite("cpu_kernels", NULL, NULL);
     CU_add_test(s, "matmul", test_matmul);
+    CU_add_test(s, "matmul_blocks", test_matmul_blocks);
     CU_add_test(s, "rmsnorm_swiglu_softmax", test_rmsnorm_swiglu_softmax);
     CU_add_test(s, "rope", test_rope);
     CU_add_test(s, "attention", test_attention);

@@ -132,7 +132,7 @@ static void fill_random(float *x, size_t n, unsigned *seed)
         x[i] = (float)rand_r(seed) / (float)RAND_MAX - 0.5f;
 }
 
-int bench_exchange(const bench_opts_t *o)
+static int exchange_run(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
@@ -227,6 +227,21 @@ int bench_exchange(const bench_opts_t *o)
         json_decref(res);
     lam_model_free(m);
     lam_gguf_close(g);
+    return rc;
+}
+
+int bench_exchange(const bench_opts_t *o)
+{
+    /* Node, compute side and ucx_perftest on one transport. Left to itself
+     * ucx_perftest takes shared memory on loopback, which the attention
+     * links (peer error handling, worker wake-ups) do not get: TCP is what
+     * separate hosts use here. UCX_TLS set by the caller is kept. */
+    bool set = !getenv("UCX_TLS");
+    if (set)
+        setenv("UCX_TLS", "tcp", 1);
+    int rc = exchange_run(o);
+    if (set)
+        unsetenv("UCX_TLS");
     return rc;
 }
 
