@@ -67,10 +67,17 @@ static wmat_t layer_w(const lam_layer_t *L, const float *W, int w)
  * each tile expanded into L1 multiplies faster than f32 rows from memory at
  * every batch size measured (1 to 128 tokens: 8.9 against 13.6 ms at 1
  * token, 139 against 153 ms at 128, SmolLM2's 30 layers on one core). */
+static lam_qw_type_t blocks_of(const wmat_t *w, int I)
+{
+    if (!w->blk || I % 32 != 0 || I > LAM_MATMUL_Q_MAX_I)
+        return LAM_QW_NONE;
+    return w->blk_type == LAM_GGML_Q4_1 ? LAM_QW_Q4_1 : LAM_QW_Q8_0;
+}
+
 static void product(float *y, const float *x, const wmat_t *w, const float *bias, int T, int I, int O)
 {
-    lam_qw_type_t qt = w->blk_type == LAM_GGML_Q4_1 ? LAM_QW_Q4_1 : LAM_QW_Q8_0;
-    if (w->blk && I % 32 == 0 && I <= LAM_MATMUL_Q_MAX_I)
+    lam_qw_type_t qt = blocks_of(w, I);
+    if (qt != LAM_QW_NONE)
         lam_matmul_q(y, x, w->blk, qt, bias, T, I, O);
     else
         lam_matmul_f32(y, x, w->W, bias, T, I, O);
@@ -174,6 +181,30 @@ static void lm_head(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, in
         matmul(a, quant_act, logits, a->xb,
                (wmat_t){m->lm_head, m->lm_head_blk, m->lm_head_blk_type, m->lm_head_act, m->lm_head_min}, NULL, n_out,
                m->cfg.dim, m->cfg.vocab);
+}
+
+static size_t matrix_bytes(wmat_t w, int I, int O)
+{
+    lam_qw_type_t qt = blocks_of(&w, I);
+    return qt != LAM_QW_NONE ? lam_qw_row_bytes(qt, I) * (size_t)O : (size_t)I * O * sizeof(float);
+}
+
+size_t lam_dense_step_bytes(const lam_model_t *m)
+{
+    const lam_model_config_t *c = &m->cfg;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    size_t b = matrix_bytes((wmat_t){m->lm_head, m->lm_head_blk, m->lm_head_blk_type, 0, NULL}, c->dim, c->vocab);
+    for (int l = 0; l < c->n_layers; l++) {
+        const lam_layer_t *L = &m->layers[l];
+        b += matrix_bytes(layer_w(L, L->wq, LAM_W_Q), c->dim, q_dim);
+        b += matrix_bytes(layer_w(L, L->wk, LAM_W_K), c->dim, kv_dim);
+        b += matrix_bytes(layer_w(L, L->wv, LAM_W_V), c->dim, kv_dim);
+        b += matrix_bytes(layer_w(L, L->wo, LAM_W_O), q_dim, c->dim);
+        b += matrix_bytes(layer_w(L, L->w_gate, LAM_W_GATE), c->dim, c->ffn_dim);
+        b += matrix_bytes(layer_w(L, L->w_up, LAM_W_UP), c->dim, c->ffn_dim);
+        b += matrix_bytes(layer_w(L, L->w_down, LAM_W_DOWN), c->ffn_dim, c->dim);
+    }
+    return b;
 }
 
 int lam_dense_logits(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want, int n,

@@ -41,6 +41,10 @@ void lam_dense_qkv(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int
 /* x += att·Wo; x += down(silu(gate(xb)) * up(xb)) with xb = norm(x). */
 void lam_dense_post(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int layer, int n);
 
+/* Bytes of weight matrices one pass over every layer and the LM head reads
+ * (blocks where the product reads them, f32 rows elsewhere). */
+size_t lam_dense_step_bytes(const lam_model_t *m);
+
 /* Final norm and LM head for the rows with want[t] (NULL: all), written in
  * order as logits[n_out][vocab]; returns n_out. */
 int lam_dense_logits(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, const uint8_t *want, int n,

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/model.h"
 #include "common/proc.h"
+#include "compute_node/dense.h"
 #include "compute_node/engine.h"
 #include "compute_node/generate.h"
 #include "tools/bench/bench.h"
@@ -207,13 +208,13 @@ static int bench_memory(const bench_opts_t *o)
     run_shape(m, &g_shapes[0]); /* warm-up */
     double tps = run_shape(m, &g_shapes[0]);
     /* every matrix (the LM head included) is read once per decode step */
-    double step_bytes = (double)m->weight_bytes;
+    double step_bytes = (double)lam_dense_step_bytes(m);
     double achieved = tps * step_bytes / 1e9;
     double ratio = ceiling > 0 ? achieved / ceiling : 0.0;
     printf("memory bandwidth, %d threads, %s\n", o->threads, o->model);
     printf("%-22s %12s %12s %8s\n", "measure", "GB/s", "ceiling", "ratio");
     printf("%-22s %12.2f %12s %8s\n", "stream_read (1 GiB)", ceiling, "-", "-");
-    printf("%-22s %12.2f %12.2f %8.3f   (%.1f tok/s x %.0f MiB f32 weights)\n", "weight_stream_b1", achieved,
+    printf("%-22s %12.2f %12.2f %8.3f   (%.1f tok/s x %.0f MiB of weights)\n", "weight_stream_b1", achieved,
            ceiling, ratio, tps, step_bytes / 1048576.0);
     int rc = 0;
     if (o->json) {
