@@ -135,6 +135,7 @@ typedef struct loader {
     lam_model_t *m;
     int done, total;
     bool tty;
+    bool blocks_only; /* lam_model_load_opts_t */
 } loader_t;
 
 static void progress(loader_t *ld)
@@ -213,8 +214,10 @@ static float *weight_alloc(size_t bytes)
     return w;
 }
 
+/* Tensor `name` of ne1 rows of ne0: f32 in *out (NULL where only blocks are
+ * kept), and with blk, its blocks (keep_blocks). */
 static lam_status_t load_act(loader_t *ld, const char *name, int64_t ne0, int64_t ne1, bool required,
-                             float **out, uint8_t *act, float **mins)
+                             float **out, uint8_t *act, float **mins, uint8_t **blk, uint32_t *blk_type)
 {
     const lam_gguf_tensor_t *t = lam_gguf_find_tensor(ld->g, name);
     *out = NULL;
@@ -237,6 +240,15 @@ static lam_status_t load_act(loader_t *ld, const char *name, int64_t ne0, int64_
         lam_log_error("model: tensor '%s' has type %s, which cannot be loaded", name, lam_ggml_type_name(t->type));
         return LAM_ERR_GGUF_BAD_TYPE;
     }
+    if (blk) {
+        lam_status_t st = keep_blocks(ld, t, blk, blk_type);
+        if (st != LAM_OK)
+            return st;
+        if (*blk && ld->blocks_only && ne0 <= LAM_MODEL_BLOCK_ROW_MAX) {
+            progress(ld);
+            return LAM_OK;
+        }
+    }
     float *w = weight_alloc((size_t)(ne0 * ne1) * sizeof *w);
     if (!w) {
         lam_log_error("model: out of memory for tensor '%s'", name);
@@ -257,10 +269,15 @@ static lam_status_t load_act(loader_t *ld, const char *name, int64_t ne0, int64_
 
 static lam_status_t load(loader_t *ld, const char *name, int64_t ne0, int64_t ne1, bool required, float **out)
 {
-    return load_act(ld, name, ne0, ne1, required, out, NULL, NULL);
+    return load_act(ld, name, ne0, ne1, required, out, NULL, NULL, NULL, NULL);
 }
 
 lam_status_t lam_model_load(const lam_gguf_t *g, lam_model_t **out)
+{
+    return lam_model_load_opts(g, NULL, out);
+}
+
+lam_status_t lam_model_load_opts(const lam_gguf_t *g, const lam_model_load_opts_t *o, lam_model_t **out)
 {
     lam_model_t *m = calloc(1, sizeof *m);
     if (!m)
@@ -277,9 +294,10 @@ lam_status_t lam_model_load(const lam_gguf_t *g, lam_model_t **out)
         return LAM_ERR_NO_MEMORY;
     }
     m->fingerprint = lam_gguf_fingerprint(g);
-    loader_t ld = {.g = g, .m = m, .total = 3 + 9 * c->n_layers, .tty = isatty(2)};
+    loader_t ld = {.g = g, .m = m, .total = 3 + 9 * c->n_layers, .tty = isatty(2), .blocks_only = o && o->blocks_only};
     int64_t q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
-    if ((st = load(&ld, "token_embd.weight", c->dim, c->vocab, true, &m->tok_embd)) ||
+    if ((st = load_act(&ld, "token_embd.weight", c->dim, c->vocab, true, &m->tok_embd, NULL, NULL, &m->tok_embd_blk,
+                       &m->tok_embd_blk_type)) ||
         (st = load(&ld, "output_norm.weight", c->dim, 1, true, &m->out_norm)) ||
         (st = load(&ld, "rope_freqs.weight", c->n_rot / 2, 1, false, &m->rope_freqs)))
         goto err;
@@ -288,11 +306,11 @@ lam_status_t lam_model_load(const lam_gguf_t *g, lam_model_t **out)
         const lam_gguf_tensor_t *te = lam_gguf_find_tensor(g, "token_embd.weight");
         m->lm_head_act = (uint8_t)lam_act_fmt_for(te->type);
         m->lm_head_min = block_mins(te);
-        if ((st = keep_blocks(&ld, te, &m->lm_head_blk, &m->lm_head_blk_type)))
-            goto err;
+        m->lm_head_blk = m->tok_embd_blk;
+        m->lm_head_blk_type = m->tok_embd_blk_type;
         progress(&ld);
-    } else if ((st = load_act(&ld, "output.weight", c->dim, c->vocab, true, &m->lm_head, &m->lm_head_act, &m->lm_head_min)) ||
-               (st = keep_blocks(&ld, lam_gguf_find_tensor(g, "output.weight"), &m->lm_head_blk, &m->lm_head_blk_type))) {
+    } else if ((st = load_act(&ld, "output.weight", c->dim, c->vocab, true, &m->lm_head, &m->lm_head_act,
+                              &m->lm_head_min, &m->lm_head_blk, &m->lm_head_blk_type))) {
         goto err;
     }
     for (int l = 0; l < c->n_layers; l++) {
@@ -300,12 +318,12 @@ lam_status_t lam_model_load(const lam_gguf_t *g, lam_model_t **out)
         char n[96];
 #define LOAD(field, suffix, ne0, ne1, req)                                   \
         snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                       \
-        if ((st = load_act(&ld, n, ne0, ne1, req, &L->field, NULL, NULL)) != LAM_OK) \
+        if ((st = load_act(&ld, n, ne0, ne1, req, &L->field, NULL, NULL, NULL, NULL)) != LAM_OK) \
             goto err;
 #define LOADA(field, suffix, ne0, ne1, req, w)                                 \
         snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                       \
-        if ((st = load_act(&ld, n, ne0, ne1, req, &L->field, &L->act[w], &L->wmin[w])) != LAM_OK || \
-            (st = keep_blocks(&ld, lam_gguf_find_tensor(g, n), &L->wblk[w], &L->wblk_type[w])) != LAM_OK) \
+        if ((st = load_act(&ld, n, ne0, ne1, req, &L->field, &L->act[w], &L->wmin[w], &L->wblk[w], \
+                           &L->wblk_type[w])) != LAM_OK)                         \
             goto err;
         LOAD(attn_norm, "attn_norm.weight", c->dim, 1, true)
         LOADA(wq, "attn_q.weight", c->dim, q_dim, true, LAM_W_Q)
@@ -351,7 +369,9 @@ void lam_model_free(lam_model_t *m)
     free(m->tok_embd);
     free(m->out_norm);
     free(m->lm_head_min);
-    free(m->lm_head_blk);
+    if (m->lm_head_blk != m->tok_embd_blk)
+        free(m->lm_head_blk);
+    free(m->tok_embd_blk);
     free(m->rope_freqs);
     free(m->layers);
     free(m);

@@ -73,8 +73,10 @@ typedef struct lam_model {
     float *lm_head;     /* [vocab][dim]; == tok_embd when tied */
     uint8_t lm_head_act;/* lam_act_fmt_t */
     float *lm_head_min; /* [vocab][dim/32] as lam_layer_t.wmin */
-    uint8_t *lm_head_blk; /* as lam_layer_t.wblk (shared with no other field) */
+    uint8_t *lm_head_blk; /* as lam_layer_t.wblk; == tok_embd_blk when tied */
     uint32_t lm_head_blk_type;
+    uint8_t *tok_embd_blk; /* as lam_layer_t.wblk */
+    uint32_t tok_embd_blk_type;
     float *rope_freqs;  /* [n_rot/2] frequency divisors (LLaMA-3 style scaling) or NULL */
     lam_layer_t *layers;/* [n_layers] */
     uint64_t fingerprint; /* hash of metadata and tensor table: same file <=> same value */
@@ -89,6 +91,21 @@ lam_status_t lam_model_config_from_gguf(const lam_gguf_t *g, lam_model_config_t 
 
 /* Loads all weights (dequantised to f32); checks each tensor's shape. */
 lam_status_t lam_model_load(const lam_gguf_t *g, lam_model_t **out);
+
+/* Rows longer than this are always expanded to f32 (the CPU product keeps
+ * one expanded tile of them on the stack). */
+#define LAM_MODEL_BLOCK_ROW_MAX 8192
+
+typedef struct lam_model_load_opts {
+    /* Matrices whose blocks are kept (wblk, lm_head_blk, tok_embd_blk) are
+     * not expanded: their f32 pointer is NULL. For the CPU dense path, which
+     * reads the blocks (a fifth of the memory for Q4_1); the CUDA backend
+     * uploads from f32 and needs the full load. */
+    bool blocks_only;
+} lam_model_load_opts_t;
+
+/* lam_model_load with options (NULL: the defaults, as lam_model_load). */
+lam_status_t lam_model_load_opts(const lam_gguf_t *g, const lam_model_load_opts_t *o, lam_model_t **out);
 void lam_model_free(lam_model_t *m);
 
 /* Default model path: $LAMINA_MODEL_DIR (or ~/.cache/lamina)/SmolLM2-135M-Instruct.Q4_1.gguf */

@@ -67,11 +67,20 @@ static wmat_t layer_w(const lam_layer_t *L, const float *W, int w)
  * each tile expanded into L1 multiplies faster than f32 rows from memory at
  * every batch size measured (1 to 128 tokens: 8.9 against 13.6 ms at 1
  * token, 139 against 153 ms at 128, SmolLM2's 30 layers on one core). */
+_Static_assert(LAM_MODEL_BLOCK_ROW_MAX == LAM_MATMUL_Q_MAX_I, "a matrix kept only as blocks must fit lam_matmul_q");
+
+static lam_qw_type_t qw_type(uint32_t ggml_type)
+{
+    return ggml_type == LAM_GGML_Q4_1 ? LAM_QW_Q4_1 : LAM_QW_Q8_0;
+}
+
+/* The loader keeps blocks only of rows of whole blocks (I % 32 == 0), and
+ * without f32 only up to LAM_MODEL_BLOCK_ROW_MAX: W or the blocks serve. */
 static lam_qw_type_t blocks_of(const wmat_t *w, int I)
 {
     if (!w->blk || I % 32 != 0 || I > LAM_MATMUL_Q_MAX_I)
         return LAM_QW_NONE;
-    return w->blk_type == LAM_GGML_Q4_1 ? LAM_QW_Q4_1 : LAM_QW_Q8_0;
+    return qw_type(w->blk_type);
 }
 
 static void product(float *y, const float *x, const wmat_t *w, const float *bias, int T, int I, int O)
@@ -119,7 +128,12 @@ void lam_dense_embed(const lam_model_t *m, lam_dense_act_t *a, const int32_t *to
 {
     int dim = m->cfg.dim;
     for (int t = 0; t < n; t++)
-        memcpy(a->x + (size_t)t * dim, m->tok_embd + (size_t)tok[t] * dim, dim * sizeof(float));
+        if (m->tok_embd)
+            memcpy(a->x + (size_t)t * dim, m->tok_embd + (size_t)tok[t] * dim, dim * sizeof(float));
+        else
+            lam_dequant_qw(a->x + (size_t)t * dim,
+                           m->tok_embd_blk + (size_t)tok[t] * lam_qw_row_bytes(qw_type(m->tok_embd_blk_type), dim),
+                           qw_type(m->tok_embd_blk_type), dim);
 }
 
 void lam_dense_qkv(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int l, const int32_t *pos, int n)

@@ -370,9 +370,12 @@ int main(int argc, char **argv)
     lam_notify_status("Loading %s", o.model);
     if (lam_gguf_open(o.model, &g, err, sizeof err) != LAM_OK)
         goto done; /* the reader logged the reason */
-    if (lam_model_load(g, &m) != LAM_OK || lam_tok_from_gguf(g, &tok) != LAM_OK)
+    /* the CPU dense path reads Q4_1/Q8_0 blocks as they are; the CUDA
+     * backend uploads from f32 */
+    lam_model_load_opts_t lo = {.blocks_only = o.device != DEVICE_CUDA};
+    if (lam_model_load_opts(g, &lo, &m) != LAM_OK || lam_tok_from_gguf(g, &tok) != LAM_OK)
         goto done;
-    lam_log_info("loaded %s: %d layers, dim %d, %d/%d heads, vocab %d, %.0f MiB f32 weights, %.2f s",
+    lam_log_info("loaded %s: %d layers, dim %d, %d/%d heads, vocab %d, %.0f MiB of weights, %.2f s",
                  o.model, m->cfg.n_layers, m->cfg.dim, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.vocab,
                  m->weight_bytes / 1048576.0, lam_now_s() - t0);
     if (!o.prompt) {

@@ -30,7 +30,9 @@ static int suite_init(void)
     char path[4096], fx[4096];
     if (!fx_model_path(path, sizeof path, &g_skip))
         return g_skip ? 0 : -1;
-    if (lam_gguf_open(path, &g_gguf, NULL, 0) != LAM_OK || lam_model_load(g_gguf, &g_model) != LAM_OK)
+    /* as the CPU compute node loads it: Q4_1/Q8_0 matrices as blocks only */
+    lam_model_load_opts_t lo = {.blocks_only = true};
+    if (lam_gguf_open(path, &g_gguf, NULL, 0) != LAM_OK || lam_model_load_opts(g_gguf, &lo, &g_model) != LAM_OK)
         return -1;
     g_n_prompts = fx_load_prompts(fx_source_path("tests/fixtures/smollm2_greedy_f32.txt", fx, sizeof fx), &g_prompts);
     g_n_prompts_q = fx_load_prompts(fx_source_path("tests/fixtures/smollm2_greedy.txt", fx, sizeof fx), &g_prompts_q);
@@ -206,6 +208,44 @@ static void test_batched_equals_single(void)
     lam_engine_free(e);
 }
 
+/* The blocks-only model (the suite's) against the full f32 load: the same
+ * logits, bit for bit, with and without llama.cpp's activation rounding;
+ * and it holds the matrices in a fraction of the memory. */
+static void test_blocks_equal_f32(void)
+{
+    SKIP_IF_NO_MODEL();
+    lam_model_t *full = NULL;
+    CU_ASSERT_FATAL(lam_model_load(g_gguf, &full) == LAM_OK);
+    CU_ASSERT(g_model->layers[0].wq == NULL && g_model->layers[0].wblk[LAM_W_Q] != NULL);
+    CU_ASSERT(full->layers[0].wq != NULL && full->layers[0].wblk[LAM_W_Q] != NULL);
+    printf("\n  weights held: %.1f MiB blocks only, %.1f MiB with f32", g_model->weight_bytes / 1048576.0,
+           full->weight_bytes / 1048576.0);
+    CU_ASSERT(g_model->weight_bytes * 4 < full->weight_bytes);
+    const fx_prompt_t *fp = &g_prompts[0];
+    int vocab = g_model->cfg.vocab, n = fp->n_tokens;
+    int32_t *pos = malloc(n * sizeof *pos), *slot = calloc(n, sizeof *slot);
+    float *a = malloc((size_t)n * vocab * sizeof *a), *b = malloc((size_t)n * vocab * sizeof *b);
+    for (int i = 0; i < n; i++)
+        pos[i] = i;
+    for (int q = 0; q < 2; q++) {
+        lam_engine_opts_t o = {1, n + 8, n, q == 1};
+        lam_engine_t *e1 = NULL, *e2 = NULL;
+        CU_ASSERT_FATAL(lam_engine_create(g_model, &o, &e1) == LAM_OK);
+        CU_ASSERT_FATAL(lam_engine_create(full, &o, &e2) == LAM_OK);
+        lam_batch_t bt = {n, fp->tokens, pos, slot, NULL};
+        CU_ASSERT_FATAL(lam_engine_forward(e1, &bt, a) == LAM_OK);
+        CU_ASSERT_FATAL(lam_engine_forward(e2, &bt, b) == LAM_OK);
+        CU_ASSERT(!memcmp(a, b, (size_t)n * vocab * sizeof *a));
+        lam_engine_free(e1);
+        lam_engine_free(e2);
+    }
+    free(pos);
+    free(slot);
+    free(a);
+    free(b);
+    lam_model_free(full);
+}
+
 static void test_bad_batches(void)
 {
     SKIP_IF_NO_MODEL();
@@ -260,6 +300,7 @@ int main(void)
     CU_add_test(s, "f32_greedy_continuations", test_f32_greedy);
     CU_add_test(s, "q4_1_quant_act_vs_llama_cpp", test_q4_teacher_forced);
     CU_add_test(s, "batched_equals_single", test_batched_equals_single);
+    CU_add_test(s, "blocks_only_equals_f32", test_blocks_equal_f32);
     CU_add_test(s, "bad_batches", test_bad_batches);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

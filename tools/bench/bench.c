@@ -94,13 +94,15 @@ static bool run_peer(const bench_opts_t *o, double *tps)
     return rc == 0;
 }
 
-/* Opens and loads the model; the reader and loader log why on failure. */
-int bench_open_model(const bench_opts_t *o, lam_gguf_t **g, lam_model_t **m)
+/* Opens and loads the model (blocks_only: as a CPU compute node loads it);
+ * the reader and loader log why on failure. */
+int bench_open_model(const bench_opts_t *o, bool blocks_only, lam_gguf_t **g, lam_model_t **m)
 {
     char err[512];
     if (lam_gguf_open(o->model, g, err, sizeof err) != LAM_OK)
         return 1;
-    if (lam_model_load(*g, m) != LAM_OK) {
+    lam_model_load_opts_t lo = {.blocks_only = blocks_only};
+    if (lam_model_load_opts(*g, &lo, m) != LAM_OK) {
         lam_gguf_close(*g);
         *g = NULL;
         return 1;
@@ -112,7 +114,7 @@ static int bench_reference(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    if (bench_open_model(o, &g, &m))
+    if (bench_open_model(o, true, &g, &m))
         return 1;
     double ours[N_SHAPES], peer[N_SHAPES] = {0};
     run_shape(m, &g_shapes[0]); /* warm-up: page in weights, start threads */
@@ -201,7 +203,7 @@ static int bench_memory(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    if (bench_open_model(o, &g, &m))
+    if (bench_open_model(o, true, &g, &m))
         return 1;
     size_t stream_bytes = (size_t)1 << 30;
     double ceiling = bench_stream_read_gbps(stream_bytes);

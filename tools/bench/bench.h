@@ -47,7 +47,7 @@ int bench_node_threads(const bench_opts_t *o);
 const char *bench_taskset(const bench_opts_t *o, bool node);
 
 /* Opens and loads the model; logs why on failure and returns nonzero. */
-int bench_open_model(const bench_opts_t *o, lam_gguf_t **g, lam_model_t **m);
+int bench_open_model(const bench_opts_t *o, bool blocks_only, lam_gguf_t **g, lam_model_t **m);
 
 /* Best of several parallel sums over `bytes` of memory: streaming-read GB/s
  * with the current OpenMP thread count. */

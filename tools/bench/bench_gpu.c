@@ -391,7 +391,7 @@ int bench_gpu_dense(const bench_opts_t *o)
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
     lam_backend_t *be = NULL;
-    if (bench_open_model(o, &g, &m) == 0) {
+    if (bench_open_model(o, false, &g, &m) == 0) {
         lam_backend_cuda_opts_t bo = {.gguf = g};
         if (lam_backend_cuda_create(m, &bo, &be) == LAM_OK)
             rc |= dense_one("model file", be, copy, peak, res);

@@ -136,7 +136,7 @@ static int exchange_run(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    if (bench_open_model(o, &g, &m))
+    if (bench_open_model(o, true, &g, &m))
         return 1;
     const lam_model_config_t *c = &m->cfg;
     const int batches[] = {1, 16, 64};
@@ -350,7 +350,7 @@ int bench_pipeline(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    if (bench_open_model(o, &g, &m))
+    if (bench_open_model(o, true, &g, &m))
         return 1;
     /* micro-batching streams the weights once per micro-batch: the larger
      * batch shows how that cost amortises */
@@ -421,7 +421,7 @@ int bench_offload(const bench_opts_t *o)
 {
     lam_gguf_t *g = NULL;
     lam_model_t *m = NULL;
-    if (bench_open_model(o, &g, &m))
+    if (bench_open_model(o, true, &g, &m))
         return 1;
     const int shapes[][3] = {{1, 1, 64}, {16, 16, 32}};
     int node_threads = bench_node_threads(o);

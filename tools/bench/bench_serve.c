@@ -367,7 +367,7 @@ int bench_serve(const bench_opts_t *o)
     sclient_t *cl = calloc((size_t)B, sizeof *cl);
     char **prompts = calloc((size_t)B, sizeof *prompts);
     int rc = 1;
-    if (!cl || !prompts || bench_open_model(o, &g, &m) || lam_tok_from_gguf(g, &tok) != LAM_OK)
+    if (!cl || !prompts || bench_open_model(o, true, &g, &m) || lam_tok_from_gguf(g, &tok) != LAM_OK)
         goto done;
     char host[256] = "127.0.0.1";
     int port = 0;
