@@ -111,7 +111,7 @@ static void qk_softmax_scalar(float *P, const float *Q, const uint8_t *const *kt
     }
 }
 
-static void pv_scalar(float *acc, const float *P, const uint8_t *const *vrow, int dtype, int hd, int hda,
+static void pv_scalar(float *acc, const float *P, const uint8_t *const *vrow, size_t voff, int dtype, int hd, int hda,
                       const float *alpha, const int *lim, int R, attn_prefetch_t *pf)
 {
     attn_prefetch_some(pf, pf->n);
@@ -123,7 +123,7 @@ static void pv_scalar(float *acc, const float *P, const uint8_t *const *vrow, in
         for (int j = 0; j < lim[r]; j++) {
             float w = P[(size_t)r * ATTN_BLOCK + j];
             for (int d = 0; d < hd; d++)
-                o[d] += w * kv_elem(vrow[j], (size_t)d, dtype);
+                o[d] += w * kv_elem(vrow[j] + voff, (size_t)d, dtype);
         }
     }
 }
@@ -221,9 +221,14 @@ typedef struct attn_plan {
  * the page and row of key j0, past the block. */
 static void block_rows(const uint8_t **base, uint8_t *const *pages, int pt, size_t row_bytes, int n, int *pi, int *pr)
 {
-    for (int j = 0; j < n; j++) {
-        base[j] = pages[*pi] + (size_t)*pr * row_bytes;
-        if (++*pr == pt) {
+    for (int j = 0; j < n;) {
+        int run = pt - *pr < n - j ? pt - *pr : n - j; /* rows left in this page */
+        const uint8_t *p = pages[*pi] + (size_t)*pr * row_bytes;
+        for (int k = 0; k < run; k++)
+            base[j + k] = p + (size_t)k * row_bytes;
+        j += run;
+        *pr += run;
+        if (*pr == pt) {
             *pr = 0;
             ++*pi;
         }
@@ -244,7 +249,7 @@ static void attn_item(const lam_attn_args_t *a, const attn_isa_t *isa, const att
     float l[ATTN_MAX_ROWS * ATTN_L_LANES] __attribute__((aligned(64)));
     float m[ATTN_MAX_ROWS], alpha[ATTN_MAX_ROWS];
     int lim[ATTN_MAX_ROWS];
-    const uint8_t *vp[ATTN_BLOCK], *bases[2][ATTN_BLOCK]; /* this block's rows, the next's */
+    const uint8_t *bases[2][ATTN_BLOCK]; /* this block's rows, the next's */
     const uint8_t *kt[ATTN_BLOCK / LAM_ATTN_K_TILE], *kt_next[ATTN_BLOCK / LAM_ATTN_K_TILE];
 
     int G = a->group, n_heads = a->n_kv_heads * G, hd = a->head_dim;
@@ -297,11 +302,9 @@ static void attn_item(const lam_attn_args_t *a, const attn_isa_t *isa, const att
         for (int hi = 0; hi < nh; hi++) {
             size_t vo = a->v_off + (size_t)(h0 + hi) * a->head_stride;
             attn_prefetch_t pf = {.rows = bases[!cur], .off = vo, .row_bytes = row_bytes, .n = nb_next};
-            for (int j = 0; j < nb; j++)
-                vp[j] = bases[cur][j] + vo;
             int r0 = hi * Rh;
-            isa->pv(acc + (size_t)r0 * hda, P + (size_t)r0 * ATTN_BLOCK, vp, a->kv_dtype, hd, hda, alpha + r0, lim,
-                    Rh, &pf);
+            isa->pv(acc + (size_t)r0 * hda, P + (size_t)r0 * ATTN_BLOCK, bases[cur], vo, a->kv_dtype, hd, hda,
+                    alpha + r0, lim, Rh, &pf);
         }
     }
 

@@ -83,9 +83,9 @@ typedef struct attn_isa {
     void (*qk_softmax)(float *P, const float *Q, const uint8_t *const *kt, int dtype, int hd, const int *lim, int R,
                        int nb, int hdp, float *m, float *l, float *alpha, attn_prefetch_t *pf);
     /* acc[r][0..hda) = acc[r] * alpha[r] + sum_{j < lim[r]} P[r][j] V_j,
-     * V_j = row vrow[j] (hd elements of dtype, zero beyond). Prefetches all
-     * of pf along the way. */
-    void (*pv)(float *acc, const float *P, const uint8_t *const *vrow, int dtype, int hd, int hda,
+     * V_j = the row at vrow[j] + voff (hd elements of dtype, zero beyond).
+     * Prefetches all of pf along the way. */
+    void (*pv)(float *acc, const float *P, const uint8_t *const *vrow, size_t voff, int dtype, int hd, int hda,
                const float *alpha, const int *lim, int R, attn_prefetch_t *pf);
     /* n elements between dtypes (lam_convert) */
     void (*f32_to_f16)(uint16_t *dst, const float *src, size_t n);

@@ -217,7 +217,8 @@ I512 __m512 vload512(const uint8_t *row, int c, __mmask16 mk, int dt)
 
 /* nr rows x nv vectors from vector c0: acc = acc * alpha + P V over keys
  * j < n, each V vector converted once for all nr rows. */
-I512 void pv_tile512(float *acc, int hda, const float *P, const uint8_t *const *vrow, int c0, const __mmask16 *mk,
+I512 void pv_tile512(float *acc, int hda, const float *P, const uint8_t *const *vrow, size_t voff, int c0,
+                     const __mmask16 *mk,
                      const float *alpha, int n, int nr, int nv, int dt, attn_prefetch_t *pf)
 {
     __m512 a[8][4] = {{_mm512_setzero_ps()}}, v[4];
@@ -238,7 +239,7 @@ I512 void pv_tile512(float *acc, int hda, const float *P, const uint8_t *const *
                 __builtin_prefetch(pfr[j] + pfo + b);
 #pragma GCC unroll 4
         for (int c = 0; c < nv; c++)
-            v[c] = vload512(vrow[j], c0 + c, mk[c0 + c], dt);
+            v[c] = vload512(vrow[j] + voff, c0 + c, mk[c0 + c], dt);
 #pragma GCC unroll 8
         for (int r = 0; r < nr; r++) {
             __m512 w = _mm512_set1_ps(P[(size_t)r * ATTN_BLOCK + j]);
@@ -254,7 +255,7 @@ I512 void pv_tile512(float *acc, int hda, const float *P, const uint8_t *const *
             _mm512_store_ps(acc + (size_t)r * hda + 16 * (c0 + c), a[r][c]);
 }
 
-#define PV_TILE(NR, NV, DT) pv_tile512(ac, hda, pr, vrow, c0, mk, al, n, NR, NV, DT, pf)
+#define PV_TILE(NR, NV, DT) pv_tile512(ac, hda, pr, vrow, voff, c0, mk, al, n, NR, NV, DT, pf)
 #define PV_ROWS(DT)                                                                                                   \
     switch (nr + 8 * (nv == 4)) {                                                                                     \
     case 1: PV_TILE(1, 2, DT); break;                                                                                 \
@@ -274,8 +275,8 @@ I512 void pv_tile512(float *acc, int hda, const float *P, const uint8_t *const *
 /* Up to 4 rows: tiles of 64 dims; more: tiles of 8 rows x 32 dims. Either
  * way 16 accumulators, and with up to 8 rows each V vector is loaded and
  * converted once per key. */
-T512 static void pv_avx512(float *acc, const float *P, const uint8_t *const *vrow, int dt, int hd, int hda,
-                           const float *alpha, const int *lim, int R, attn_prefetch_t *pf)
+T512 static void pv_avx512(float *acc, const float *P, const uint8_t *const *vrow, size_t voff, int dt, int hd,
+                           int hda, const float *alpha, const int *lim, int R, attn_prefetch_t *pf)
 {
     __mmask16 mk[ATTN_BUF_FLOATS / 16];
     int nvt = hda / 16, nv = R <= 4 ? 4 : 2, rt = R <= 4 ? 4 : 8;
@@ -344,12 +345,12 @@ I256 float hmax256(__m256 v)
     return _mm_cvtss_f32(x);
 }
 
-T256 static void load_rows_avx2(float *dst, const uint8_t *const *src, int n, int hd, int hdp, int dtype)
+T256 static void load_rows_avx2(float *dst, const uint8_t *const *src, size_t off, int n, int hd, int hdp, int dtype)
 {
     int full = hd / 8;
     for (int j = 0; j < n; j++) {
         float *d = dst + (size_t)j * hdp;
-        const uint8_t *s = src[j];
+        const uint8_t *s = src[j] + off;
         if (dtype == LAM_DT_F16) {
 #pragma GCC unroll 8
             for (int c = 0; c < full; c++)
@@ -516,7 +517,7 @@ I256 void pv_tile256(float *acc, int hda, const float *P, const float *V, int hd
 
 /* V rows converted into a local [kc][hdp] buffer, kc keys at a time (all
  * of the block unless head_dim is large), then 2-row tiles over them. */
-T256 static void pv_avx2(float *acc, const float *P, const uint8_t *const *vrow, int dt, int hd, int hda,
+T256 static void pv_avx2(float *acc, const float *P, const uint8_t *const *vrow, size_t voff, int dt, int hd, int hda,
                          const float *alpha, const int *lim, int R, attn_prefetch_t *pf)
 {
     attn_prefetch_some(pf, pf->n);
@@ -528,7 +529,7 @@ T256 static void pv_avx2(float *acc, const float *P, const uint8_t *const *vrow,
         nmax = lim[r] > nmax ? lim[r] : nmax;
     for (int j0 = 0; j0 < nmax || j0 == 0; j0 += kc) {
         int nk = nmax - j0 < kc ? nmax - j0 : kc;
-        load_rows_avx2(V, vrow + j0, nk, hd, hdp, dt);
+        load_rows_avx2(V, vrow + j0, voff, nk, hd, hdp, dt);
         for (int r0 = 0; r0 < R; r0 += 2) {
             int nr = R - r0 < 2 ? R - r0 : 2, n = 0;
             for (int r = r0; r < r0 + nr; r++)
