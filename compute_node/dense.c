@@ -34,6 +34,9 @@ lam_status_t lam_dense_act_alloc(const lam_model_config_t *c, int T, lam_dense_a
     a->hu = alloc_f32(t * c->ffn_dim, &ok);
     a->xq = alloc_f32(t * widest, &ok);
     a->xcorr = alloc_f32(t * (widest / 32 + 1), &ok);
+    a->rope_cs = alloc_f32(t * c->n_rot, &ok);
+    a->rope_pos = malloc(t * sizeof *a->rope_pos);
+    ok = ok && a->rope_pos;
     if (!ok) {
         lam_dense_act_free(a);
         return LAM_ERR_NO_MEMORY;
@@ -43,9 +46,10 @@ lam_status_t lam_dense_act_alloc(const lam_model_config_t *c, int T, lam_dense_a
 
 void lam_dense_act_free(lam_dense_act_t *a)
 {
-    float *ps[] = {a->x, a->xb, a->q, a->k, a->v, a->att, a->xo, a->hg, a->hu, a->xq, a->xcorr};
+    float *ps[] = {a->x, a->xb, a->q, a->k, a->v, a->att, a->xo, a->hg, a->hu, a->xq, a->xcorr, a->rope_cs};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         free(ps[i]);
+    free(a->rope_pos);
     memset(a, 0, sizeof *a);
 }
 
@@ -147,11 +151,19 @@ void lam_dense_qkv(const lam_model_t *m, bool quant_act, lam_dense_act_t *a, int
     matmul(a, quant_act, a->k, a->xb, layer_w(L, L->wk, LAM_W_K), L->bk, n, dim, kv_dim);
     matmul(a, quant_act, a->v, a->xb, layer_w(L, L->wv, LAM_W_V), L->bv, n, dim, kv_dim);
     int neox = c->rope_type == LAM_ROPE_NEOX;
+    /* the angles depend on the position only: once per step, not per layer */
+    if (a->rope_model != m || a->rope_n != n || memcmp(a->rope_pos, pos, (size_t)n * sizeof *pos)) {
+        for (int t = 0; t < n; t++)
+            lam_rope_angles(a->rope_cs + (size_t)t * c->n_rot, c->n_rot, pos[t], c->rope_theta, c->rope_freq_scale,
+                            m->rope_freqs);
+        memcpy(a->rope_pos, pos, (size_t)n * sizeof *pos);
+        a->rope_n = n;
+        a->rope_model = m;
+    }
     for (int t = 0; t < n; t++) {
-        lam_rope_f32(a->q + (size_t)t * q_dim, c->n_heads, c->head_dim, c->n_rot, pos[t], c->rope_theta,
-                     c->rope_freq_scale, m->rope_freqs, neox);
-        lam_rope_f32(a->k + (size_t)t * kv_dim, c->n_kv_heads, c->head_dim, c->n_rot, pos[t], c->rope_theta,
-                     c->rope_freq_scale, m->rope_freqs, neox);
+        const float *cs = a->rope_cs + (size_t)t * c->n_rot;
+        lam_rope_apply_f32(a->q + (size_t)t * q_dim, c->n_heads, c->head_dim, c->n_rot, cs, neox);
+        lam_rope_apply_f32(a->k + (size_t)t * kv_dim, c->n_kv_heads, c->head_dim, c->n_rot, cs, neox);
     }
 }
 

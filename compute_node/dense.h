@@ -27,6 +27,12 @@ typedef struct lam_dense_act {
      * progress between dense operations); NULL for the reference engine. */
     void (*between)(void *arg);
     void *between_arg;
+    /* RoPE's cos/sin per token ([T][n_rot]) for the positions rope_pos[0..rope_n)
+     * of model rope_model: computed at the first layer, reused by the others */
+    float *rope_cs;
+    int32_t *rope_pos;
+    int rope_n;
+    const void *rope_model;
 } lam_dense_act_t;
 
 lam_status_t lam_dense_act_alloc(const lam_model_config_t *c, int T, lam_dense_act_t *a);

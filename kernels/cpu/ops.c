@@ -111,16 +111,23 @@ void lam_matmul_q(float *y, const float *x, const uint8_t *Wq, lam_qw_type_t typ
     }
 }
 
-void lam_rope_f32(float *x, int n_heads, int head_dim, int n_rot, int pos, float theta,
-                  float freq_scale, const float *freq_div, int neox)
+void lam_rope_angles(float *cs, int n_rot, int pos, float theta, float freq_scale, const float *freq_div)
 {
-    int half = n_rot / 2;
-    for (int i = 0; i < half; i++) {
+    for (int i = 0; i < n_rot / 2; i++) {
         float freq = powf(theta, -2.0f * (float)i / (float)n_rot);
         if (freq_div)
             freq /= freq_div[i];
         float ang = (float)pos * freq_scale * freq;
-        float c = cosf(ang), s = sinf(ang);
+        cs[2 * i] = cosf(ang);
+        cs[2 * i + 1] = sinf(ang);
+    }
+}
+
+void lam_rope_apply_f32(float *x, int n_heads, int head_dim, int n_rot, const float *cs, int neox)
+{
+    int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        float c = cs[2 * i], s = cs[2 * i + 1];
         for (int h = 0; h < n_heads; h++) {
             float *xh = x + (int64_t)h * head_dim;
             int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
@@ -129,6 +136,14 @@ void lam_rope_f32(float *x, int n_heads, int head_dim, int n_rot, int pos, float
             xh[b] = x0 * s + x1 * c;
         }
     }
+}
+
+void lam_rope_f32(float *x, int n_heads, int head_dim, int n_rot, int pos, float theta,
+                  float freq_scale, const float *freq_div, int neox)
+{
+    float cs[LAM_ROPE_MAX_ROT];
+    lam_rope_angles(cs, n_rot, pos, theta, freq_scale, freq_div);
+    lam_rope_apply_f32(x, n_heads, head_dim, n_rot, cs, neox);
 }
 
 void lam_swiglu_f32(float *g, const float *u, int n)

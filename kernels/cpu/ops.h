@@ -42,9 +42,18 @@ float lam_dot_f32(const float *a, const float *b, int n);
 
 /* Rotary embedding in place on x[n_heads][head_dim] at position pos.
  * neox = 0: rotate pairs (x[2i], x[2i+1]); neox = 1: (x[i], x[i + n_rot/2]).
- * Angle for pair i: pos * freq_scale * theta^(-2i/n_rot) / freq_div[i] (freq_div may be NULL). */
+ * Angle for pair i: pos * freq_scale * theta^(-2i/n_rot) / freq_div[i] (freq_div may be NULL).
+ * n_rot <= LAM_ROPE_MAX_ROT. */
 void lam_rope_f32(float *x, int n_heads, int head_dim, int n_rot, int pos, float theta,
                   float freq_scale, const float *freq_div, int neox);
+
+/* lam_rope_f32 in two halves, for callers that rotate several tensors (or
+ * layers) at one position: cs[2i], cs[2i+1] = cos, sin of pair i's angle
+ * (n_rot <= LAM_ROPE_MAX_ROT floats), then the rotation. The same bits as
+ * lam_rope_f32. */
+#define LAM_ROPE_MAX_ROT 1024
+void lam_rope_angles(float *cs, int n_rot, int pos, float theta, float freq_scale, const float *freq_div);
+void lam_rope_apply_f32(float *x, int n_heads, int head_dim, int n_rot, const float *cs, int neox);
 
 /* g[i] = silu(g[i]) * u[i] */
 void lam_swiglu_f32(float *g, const float *u, int n);
