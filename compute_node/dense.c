@@ -67,10 +67,6 @@ static wmat_t layer_w(const lam_layer_t *L, const float *W, int w)
     return (wmat_t){W, L->wblk[w], L->wblk_type[w], L->act[w], L->wmin[w]};
 }
 
-/* The same bits either way; the blocks are 4-6x fewer bytes to stream, and
- * each tile expanded into L1 multiplies faster than f32 rows from memory at
- * every batch size measured (1 to 128 tokens: 8.9 against 13.6 ms at 1
- * token, 139 against 153 ms at 128, SmolLM2's 30 layers on one core). */
 _Static_assert(LAM_MODEL_BLOCK_ROW_MAX == LAM_MATMUL_Q_MAX_I, "a matrix kept only as blocks must fit lam_matmul_q");
 
 static lam_qw_type_t qw_type(uint32_t ggml_type)
@@ -87,6 +83,10 @@ static lam_qw_type_t blocks_of(const wmat_t *w, int I)
     return qw_type(w->blk_type);
 }
 
+/* The same bits either way; the blocks are 4-6x fewer bytes to stream, and
+ * each tile expanded into L1 multiplies faster than f32 rows from memory at
+ * every batch size measured (1 to 128 tokens: 8.9 against 13.6 ms at 1
+ * token, 139 against 153 ms at 128, SmolLM2's 30 layers on one core). */
 static void product(float *y, const float *x, const wmat_t *w, const float *bias, int T, int I, int O)
 {
     lam_qw_type_t qt = blocks_of(w, I);

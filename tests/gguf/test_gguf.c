@@ -334,6 +334,45 @@ static void test_bad_model_configs(void)
     }
 }
 
+/* A valid config whose Q8_0 embedding is kept as blocks and whose layers
+ * are missing: the blocks-only load (the CPU compute node's) fails with the
+ * missing tensor's error and frees what it kept (ASan's leak check). */
+static void test_blocks_only_incomplete(void)
+{
+    gb_t b;
+    memset(&b, 0, sizeof b);
+    gb_bytes(&b, "GGUF", 4);
+    gb_u32(&b, 3);
+    gb_u64(&b, 1);
+    gb_u64(&b, 6);
+    gb_kv_str(&b, "general.architecture", "llama");
+    gb_kv_u32(&b, "llama.block_count", 1);
+    gb_kv_u32(&b, "llama.embedding_length", 64);
+    gb_kv_u32(&b, "llama.feed_forward_length", 128);
+    gb_kv_u32(&b, "llama.attention.head_count", 4);
+    gb_kv_u32(&b, "llama.attention.head_count_kv", 2);
+    gb_tensor_info(&b, "token_embd.weight", 2, (int64_t[]){64, 10}, LAM_GGML_Q8_0, 0);
+    gb_pad(&b, 32);
+    for (int blk = 0; blk < 10 * 64 / 32; blk++) {
+        gb_u8(&b, 0x00); /* d = fp16 0.5 */
+        gb_u8(&b, 0x38);
+        for (int j = 0; j < 32; j++)
+            gb_u8(&b, (uint8_t)(j - 16));
+    }
+    const char *path = gb_write_tmp(&b, "blk");
+    lam_gguf_t *g = NULL;
+    CU_ASSERT_FATAL(lam_gguf_open(path, &g, NULL, 0) == LAM_OK);
+    lam_model_load_opts_t lo = {.blocks_only = true};
+    lam_model_t *m = NULL;
+    lam_log_set_level(LAM_LOG_QUIET);
+    lam_status_t st = lam_model_load_opts(g, &lo, &m);
+    lam_log_set_level(LAM_LOG_INFO);
+    CU_ASSERT(st == LAM_ERR_MODEL_CONFIG && m == NULL);
+    lam_gguf_close(g);
+    unlink(path);
+    gb_free(&b);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -345,6 +384,7 @@ int main(void)
     CU_add_test(s, "corrupt_table", test_corrupt_table);
     CU_add_test(s, "cli_one_error_line", test_cli_one_error_line);
     CU_add_test(s, "bad_model_configs", test_bad_model_configs);
+    CU_add_test(s, "blocks_only_incomplete", test_blocks_only_incomplete);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures();
