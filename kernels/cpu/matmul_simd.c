@@ -145,6 +145,7 @@ T512 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n)
         /* nibble * d is exact in f32 (4 + 11 significant bits), so fusing
          * it with + m rounds once, as the two operations do */
         for (int b = 0; b < n / 32; b++, dst += 32, src += 20) {
+            __builtin_prefetch(src + QW_PREFETCH_AHEAD);
             __m128 dm = block_dm(src);
             __m512 d = _mm512_broadcastss_ps(dm), m = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
             __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + 4)));
@@ -156,6 +157,7 @@ T512 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n)
         return;
     }
     for (int b = 0; b < n / 32; b++, dst += 32, src += 34) {
+        __builtin_prefetch(src + QW_PREFETCH_AHEAD);
         __m512 d = _mm512_broadcastss_ps(block_dm(src)); /* the high half is the first quants: unused */
         __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 2))));
         __m512 c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 18))));
@@ -169,6 +171,7 @@ T512 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n)
 T256 void lam_dequant_qw_avx2(float *dst, const uint8_t *src, int type, int n)
 {
     for (int b = 0; b < n / 32; b++, dst += 32) {
+        __builtin_prefetch(src + QW_PREFETCH_AHEAD);
         uint16_t h[2];
         memcpy(h, src, sizeof h);
         __m256 d = _mm256_set1_ps(_cvtsh_ss(h[0]));

@@ -51,6 +51,7 @@ void lam_matmul_rows_scalar(float *y, const float *x, const float *W, const floa
 void lam_dequant_qw_scalar(float *dst, const uint8_t *src, int type, int n)
 {
     for (int b = 0; b < n / 32; b++, dst += 32) {
+        __builtin_prefetch(src + QW_PREFETCH_AHEAD);
         uint16_t h[2];
         memcpy(h, src, sizeof h);
         float d = lam_fp16_to_fp32(h[0]);
