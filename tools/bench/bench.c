@@ -328,7 +328,7 @@ static void usage(FILE *f)
                "  gpu-e2e: --ctx LIST (4096,8192,16384,32768), --batch N sequences (4),\n"
                "         --random-weights (random device weights of the model's shape)\n"
                "  attention: --page-tokens N (default: the attention node's, 64)\n"
-               "  pipeline: --batch N (default: 16, then 32); exchange: --batch N (1, 16, 64)\n"
+               "  pipeline: --batch N (default: 16, 32, 64); exchange: --batch N (1, 16, 64)\n"
                "  exchange, pipeline, offload:\n"
                "         --node-cpus LIST     run the attention nodes on these CPUs (\"1\", \"8-15\")\n"
                "         --compute-cpus LIST  run this process (the compute side) on these CPUs;\n"

@@ -46,9 +46,11 @@ static void cluster_stop(cluster_t *c)
 }
 
 /* Starts n nodes (threads each) and connects a client for micro-batches of
- * max_tokens tokens / max_seqs sequences. */
+ * max_tokens tokens / max_seqs sequences. Each node's KV capacity holds
+ * kv_tokens tokens of its heads (rounded up to 64-token pages per
+ * sequence), and at least 1 GiB. */
 static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t *m, int n, int node_threads,
-                         int max_tokens, int max_seqs)
+                         int max_tokens, int max_seqs, long kv_tokens)
 {
     memset(c, 0, sizeof *c);
     char bin[4096];
@@ -58,14 +60,18 @@ static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t 
     }
     setenv("LAMINA_CLUSTER_TOKEN", "bench-cluster-token-0123456789", 0);
     lam_remote_addr_t addrs[MAX_NODES];
-    char threads[16], shard[32], mbt[16], spin[16];
+    char threads[16], shard[32], mbt[16], spin[16], cap[32];
+    long page_tokens = 64, pages = (kv_tokens + page_tokens - 1) / page_tokens + max_seqs;
+    size_t kv_mib = (size_t)pages * page_tokens * m->cfg.n_layers * (m->cfg.n_kv_heads / n) * m->cfg.head_dim * 2 *
+                        sizeof(uint16_t) >> 20;
+    snprintf(cap, sizeof cap, "%zuM", kv_mib > 1024 ? kv_mib + 64 : 1024);
     snprintf(spin, sizeof spin, "%d", o->spin_us);
     snprintf(threads, sizeof threads, "%d", node_threads);
     snprintf(mbt, sizeof mbt, "%d", max_tokens > 2048 ? max_tokens : 2048);
     for (int i = 0; i < n; i++) {
         snprintf(shard, sizeof shard, "%d/%d", i, n);
         const char *args[] = {"--model", o->model, "--port", "0", "--shard", shard, "--kv-dtype", "f16",
-                              "--kv-capacity", "1G", "--threads", threads, "--max-batch-tokens", mbt,
+                              "--kv-capacity", cap, "--threads", threads, "--max-batch-tokens", mbt,
                               "--spin-us", spin, NULL};
         if (bench_start_node(o, &c->np[i], bin, args) != 0) {
             cluster_stop(c);
@@ -156,7 +162,7 @@ static int exchange_run(const bench_opts_t *o)
             break;
         }
         cluster_t cl;
-        if (cluster_start(&cl, o, m, 1, 1, B, B) != 0) {
+        if (cluster_start(&cl, o, m, 1, 1, B, B, 0) != 0) {
             rc = 1;
             break;
         }
@@ -245,9 +251,14 @@ int bench_exchange(const bench_opts_t *o)
     return rc;
 }
 
-/* Prefills B sequences of ctx random tokens through the pipeline (ids from
- * id0), then times `steps` decode steps; returns per-step stats. */
-static int decode_steps(lam_pipe_t *p, int vocab, int B, int ctx, int steps, uint64_t id0, lam_pipe_stats_t *out)
+/* Prefills B sequences of ctx random tokens through each of the np
+ * pipelines (pipeline k's ids from 1 + k * B), then times `steps` decode
+ * steps of each, taking the pipelines in turn step by step so that the
+ * machine's drift (this VM's bandwidth moves by 10-20% within a minute)
+ * falls on all of them alike; per-step stats into out[k]. The sequences
+ * are released on the nodes afterwards. */
+static int decode_steps(lam_pipe_t *const *p, int np, lam_remote_t *r, int vocab, int B, int ctx, int steps,
+                        lam_pipe_stats_t *out)
 {
     int T = B * ctx > B ? B * ctx : B;
     int32_t *tok = malloc((size_t)T * sizeof *tok);
@@ -255,32 +266,48 @@ static int decode_steps(lam_pipe_t *p, int vocab, int B, int ctx, int steps, uin
     lam_remote_seq_t *seqs = malloc((size_t)B * sizeof *seqs);
     int16_t *st = malloc((size_t)B * sizeof *st);
     uint8_t *want = calloc((size_t)T, 1);
-    int rc = 0;
+    uint64_t *ids = malloc((size_t)np * B * sizeof *ids);
+    int rc = !tok || !logits || !seqs || !st || !want || !ids;
     /* prefill one sequence at a time (chunks of ctx) */
-    for (int b = 0; b < B && rc == 0; b++) {
-        for (int t = 0; t < ctx; t++)
-            tok[t] = 1000 + (b * 131 + t * 7919) % 20000;
-        seqs[0] = (lam_remote_seq_t){id0 + (uint64_t)b, 0, ctx};
-        lam_step_t s = {1, seqs, ctx, tok, want};
-        rc = lam_pipe_step(p, &s, logits, st) != LAM_OK || st[0] != 0;
-    }
-    lam_pipe_stats_reset(p);
-    for (int i = 0; i < steps && rc == 0; i++) {
-        for (int b = 0; b < B; b++) {
-            seqs[b] = (lam_remote_seq_t){id0 + (uint64_t)b, ctx + i, 1};
-            tok[b] = 1000 + (b * 17 + i) % 20000;
-            want[b] = 1;
-        }
-        lam_step_t s = {B, seqs, B, tok, want};
-        rc = lam_pipe_step(p, &s, logits, st) != LAM_OK;
-        for (int b = 0; b < B && rc == 0; b++)
-            if (st[b] != 0) {
-                lam_log_error("bench: sequence %d failed on the attention node: %s", b,
-                              lam_status_str((lam_status_t)st[b]));
+    for (int k = 0; k < np; k++)
+        for (int b = 0; b < B && rc == 0; b++) {
+            for (int t = 0; t < ctx; t++)
+                tok[t] = 1000 + (b * 131 + t * 7919) % 20000;
+            seqs[0] = (lam_remote_seq_t){1 + (uint64_t)k * B + b, 0, ctx};
+            lam_step_t s = {1, seqs, ctx, tok, want};
+            rc = lam_pipe_step(p[k], &s, logits, st) != LAM_OK;
+            if (rc == 0 && st[0] != 0) {
+                lam_log_error("bench: prefill of sequence %d failed on the attention node: %s", b,
+                              lam_status_str((lam_status_t)st[0]));
                 rc = 1;
             }
+        }
+    for (int k = 0; k < np; k++)
+        lam_pipe_stats_reset(p[k]);
+    for (int i = 0; i < steps && rc == 0; i++)
+        for (int k = 0; k < np && rc == 0; k++) {
+            for (int b = 0; b < B; b++) {
+                seqs[b] = (lam_remote_seq_t){1 + (uint64_t)k * B + b, ctx + i, 1};
+                tok[b] = 1000 + (b * 17 + i) % 20000;
+                want[b] = 1;
+            }
+            lam_step_t s = {B, seqs, B, tok, want};
+            rc = lam_pipe_step(p[k], &s, logits, st) != LAM_OK;
+            for (int b = 0; b < B && rc == 0; b++)
+                if (st[b] != 0) {
+                    lam_log_error("bench: sequence %d failed on the attention node: %s", b,
+                                  lam_status_str((lam_status_t)st[b]));
+                    rc = 1;
+                }
+        }
+    for (int k = 0; k < np; k++)
+        out[k] = *lam_pipe_stats(p[k]);
+    if (ids) {
+        for (int i = 0; i < np * B; i++)
+            ids[i] = 1 + (uint64_t)i;
+        lam_remote_release(r, ids, np * B);
     }
-    *out = *lam_pipe_stats(p);
+    free(ids);
     free(tok);
     free(logits);
     free(seqs);
@@ -298,7 +325,7 @@ static int pipeline_batch(const bench_opts_t *o, const lam_model_t *m, int B, js
     lam_backend_t *be = NULL;
     lam_pipe_t *p2 = NULL, *p1 = NULL;
     int rc = 1;
-    if (cluster_start(&cl, o, m, 1, node_threads, ctx > B ? ctx : B, B) != 0)
+    if (cluster_start(&cl, o, m, 1, node_threads, ctx > B ? ctx : B, B, 2L * B * (ctx + steps)) != 0)
         goto done;
     lam_pipe_opts_t po = {.max_tokens = ctx > B ? ctx : B, .max_seqs = B};
     if (lam_backend_cpu_create(m, false, &be) != LAM_OK || lam_pipe_create(be, cl.r, &po, &p2) != LAM_OK)
@@ -306,10 +333,11 @@ static int pipeline_batch(const bench_opts_t *o, const lam_model_t *m, int B, js
     po.single_mb = true;
     if (lam_pipe_create(be, cl.r, &po, &p1) != LAM_OK)
         goto done;
-    lam_pipe_stats_t s2, s1;
-    if (decode_steps(p2, m->cfg.vocab, B, ctx, steps, 1, &s2) ||
-        decode_steps(p1, m->cfg.vocab, B, ctx, steps, 1000, &s1))
+    lam_pipe_t *const pp[2] = {p2, p1};
+    lam_pipe_stats_t ss[2];
+    if (decode_steps(pp, 2, cl.r, m->cfg.vocab, B, ctx, steps, ss))
         goto done;
+    const lam_pipe_stats_t s2 = ss[0], s1 = ss[1];
     /* with one micro-batch nothing overlaps: whatever the step spends
      * outside dense work is attention + exchange (packing, UCX, the node,
      * thread hand-offs), which is more than the time blocked in wait */
@@ -353,9 +381,9 @@ int bench_pipeline(const bench_opts_t *o)
     if (bench_open_model(o, true, &g, &m))
         return 1;
     /* micro-batching streams the weights once per micro-batch: the larger
-     * batch shows how that cost amortises */
-    const int batches[] = {16, 32};
-    int n_b = o->batch ? 1 : o->quick ? 1 : 2, rc = 0;
+     * batches show how that cost amortises */
+    const int batches[] = {16, 32, 64};
+    int n_b = o->batch ? 1 : o->quick ? 1 : 3, rc = 0;
     json_t *res = json_array();
     for (int i = 0; i < n_b && rc == 0; i++)
         rc = pipeline_batch(o, m, o->batch ? o->batch : batches[i], res);
@@ -436,7 +464,8 @@ int bench_offload(const bench_opts_t *o)
         lam_backend_t *be = NULL;
         lam_pipe_t *p = NULL;
         lam_pipe_opts_t po = {.max_tokens = B * P, .max_seqs = B};
-        if (cluster_start(&cl, o, m, 1, node_threads, B * P, B) != 0 || lam_backend_cpu_create(m, false, &be) != LAM_OK ||
+        if (cluster_start(&cl, o, m, 1, node_threads, B * P, B, 0) != 0 ||
+            lam_backend_cpu_create(m, false, &be) != LAM_OK ||
             lam_pipe_create(be, cl.r, &po, &p) != LAM_OK) {
             rc = 1;
         } else {
