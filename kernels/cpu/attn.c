@@ -138,6 +138,7 @@ const attn_isa_t lam_attn_isa_scalar = {
     .bf16_to_f32 = lam_cvt_bf16_to_f32_scalar,
     .matmul_rows = lam_matmul_rows_scalar,
     .dequant_qw = lam_dequant_qw_scalar,
+    .swiglu = lam_swiglu_scalar,
 };
 
 /* ---- ISA choice ------------------------------------------------------- */

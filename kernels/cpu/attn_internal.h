@@ -100,6 +100,9 @@ typedef struct attn_isa {
     /* lam_dequant_qw (type is an lam_qw_type_t); prefetches the blocks
      * QW_PREFETCH_AHEAD bytes on */
     void (*dequant_qw)(float *dst, const uint8_t *src, int type, int n);
+    /* lam_swiglu_f32: g[i] = g[i] / (1 + e^-g[i]) * u[i]; the SIMD ISAs
+     * compute e^x within 2 ulp (libm's expf in the scalar one) */
+    void (*swiglu)(float *g, const float *u, size_t n);
 } attn_isa_t;
 
 extern const attn_isa_t lam_attn_isa_scalar;
@@ -134,7 +137,10 @@ void lam_matmul_rows_scalar(float *y, const float *x, const float *W, const floa
 #define QW_PREFETCH_AHEAD 4096
 
 void lam_dequant_qw_scalar(float *dst, const uint8_t *src, int type, int n);
+void lam_swiglu_scalar(float *g, const float *u, size_t n);
 #ifdef LAM_ATTN_HAVE_X86
+void lam_swiglu_avx2(float *g, const float *u, size_t n);
+void lam_swiglu_avx512(float *g, const float *u, size_t n);
 void lam_dequant_qw_avx2(float *dst, const uint8_t *src, int type, int n);
 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n);
 void lam_matmul_rows_avx2(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,

@@ -315,6 +315,7 @@ const attn_isa_t lam_attn_isa_avx512 = {
     .bf16_to_f32 = lam_cvt_bf16_to_f32_avx512,
     .matmul_rows = lam_matmul_rows_avx512,
     .dequant_qw = lam_dequant_qw_avx512,
+    .swiglu = lam_swiglu_avx512,
 };
 
 /* ---- AVX2 ------------------------------------------------------------- */
@@ -559,6 +560,7 @@ const attn_isa_t lam_attn_isa_avx2 = {
     .bf16_to_f32 = lam_cvt_bf16_to_f32_avx2,
     .matmul_rows = lam_matmul_rows_avx2,
     .dequant_qw = lam_dequant_qw_avx2,
+    .swiglu = lam_swiglu_avx2,
 };
 
 #endif /* LAM_ATTN_HAVE_X86 */

@@ -147,10 +147,15 @@ void lam_rope_f32(float *x, int n_heads, int head_dim, int n_rot, int pos, float
     lam_rope_apply_f32(x, n_heads, head_dim, n_rot, cs, neox);
 }
 
+void lam_swiglu_scalar(float *g, const float *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 void lam_swiglu_f32(float *g, const float *u, int n)
 {
-    for (int i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    lam_attn_isa_get()->swiglu(g, u, n > 0 ? (size_t)n : 0);
 }
 
 void lam_softmax_f32(float *x, int n)

@@ -223,6 +223,63 @@ static void test_rmsnorm_swiglu_softmax(void)
     guarded_free(y);
 }
 
+/* Every ISA: random gates over the range where SiLU bends, large ones
+ * where e^-g over- or underflows, and the special values; within 4 ulp of
+ * the double result, infinite where that is beyond f32, NaN where it is
+ * NaN, and no element past n written. */
+static void test_swiglu(void)
+{
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 88.5f, -88.5f, 87.0f, -87.0f, 89.5f,
+                                    -89.5f, 103.0f, -103.0f, 105.0f, -105.0f, 1e-30f, -1e-30f, 3e38f, -3e38f};
+    const int ns = (int)(sizeof special / sizeof special[0]);
+    int n_isa = 0;
+    for (int k = 0; k < 3; k++)
+        if (!strcmp(lam_attn_isa(), isas[k]))
+            n_isa = k + 1;
+    CU_ASSERT_FATAL(n_isa > 0);
+    const int sizes[] = {1, 7, 8, 15, 16, 17, 33, 1000};
+    for (int k = 0; k < n_isa; k++) {
+        CU_ASSERT_FATAL(lam_attn_set_isa(isas[k]) == 0);
+        for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+            int n = sizes[z];
+            float *g = guarded(n), *u = malloc(n * sizeof *u), *g0 = malloc(n * sizeof *g0);
+            for (int i = 0; i < n; i++) {
+                g0[i] = i % 5 == 4 ? special[(i / 5 + (int)z) % ns] : i % 3 ? frand() * 12 : frand() * 120;
+                u[i] = i % 7 == 6 ? 1.0f : frand() * 4;
+            }
+            memcpy(g, g0, n * sizeof *g);
+            lam_swiglu_f32(g, u, n);
+            int bad = 0;
+            for (int i = 0; i < n; i++) {
+                double ref = (double)g0[i] / (1 + exp(-(double)g0[i])) * u[i];
+                if (isnan(ref)) {
+                    bad += !isnan(g[i]);
+                    continue;
+                }
+                if (isinf((float)ref)) { /* beyond f32 */
+                    bad += g[i] != (float)ref;
+                    continue;
+                }
+                /* below 1e-35 in magnitude: the f32 formula's 1 + e^-g
+                 * overflows first (g < -88.7) and gives a signed zero */
+                double tol = 4 * ldexp(fabs(ref), -23) + 1e-35;
+                if (!(fabs(g[i] - ref) <= tol)) {
+                    if (bad < 4)
+                        printf("\n  %s: swiglu(%g, %g) = %.9g, want %.9g", isas[k], g0[i], u[i], g[i], ref);
+                    bad++;
+                }
+            }
+            CU_ASSERT(bad == 0);
+            CU_ASSERT(guards_ok(g, n));
+            guarded_free(g);
+            free(u);
+            free(g0);
+        }
+    }
+    lam_attn_set_isa(isas[n_isa - 1]);
+}
+
 static void test_rope(void)
 {
     int heads = 3, hd = 64, n_rot = 64;
@@ -333,6 +390,7 @@ int main(void)
     CU_add_test(s, "matmul", test_matmul);
     CU_add_test(s, "matmul_blocks", test_matmul_blocks);
     CU_add_test(s, "rmsnorm_swiglu_softmax", test_rmsnorm_swiglu_softmax);
+    CU_add_test(s, "swiglu", test_swiglu);
     CU_add_test(s, "rope", test_rope);
     CU_add_test(s, "attention", test_attention);
     CU_add_test(s, "activation_rounding", test_act_round);
