@@ -101,7 +101,8 @@ typedef struct attn_isa {
      * QW_PREFETCH_AHEAD bytes on */
     void (*dequant_qw)(float *dst, const uint8_t *src, int type, int n);
     /* lam_swiglu_f32: g[i] = g[i] / (1 + e^-g[i]) * u[i]; the SIMD ISAs
-     * compute e^x within 2 ulp (libm's expf in the scalar one) */
+     * with their own e^x (the whole op within 2.4 ulp of exact, measured;
+     * the scalar ISA's libm expf gives 2.3) */
     void (*swiglu)(float *g, const float *u, size_t n);
 } attn_isa_t;
 

@@ -129,8 +129,6 @@ T512 void lam_matmul_rows_avx512(float *y, const float *x, const float *W, const
     }
 }
 
-/* Weight blocks (lam_dequant_qw): products and sums rounded one at a time,
- * as common/dequant.c (ISO C: no contraction into FMA). */
 /* [d, m] of a block header (two f16) as f32 */
 I512 __m128 block_dm(const uint8_t *src)
 {
@@ -139,6 +137,8 @@ I512 __m128 block_dm(const uint8_t *src)
     return _mm_cvtph_ps(_mm_cvtsi32_si128(h));
 }
 
+/* Weight blocks (lam_dequant_qw), bit-identical to common/dequant.c, which
+ * rounds each product and sum (ISO C: no contraction into FMA). */
 T512 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n)
 {
     if (type == LAM_QW_Q4_1) {

@@ -254,7 +254,7 @@ int bench_exchange(const bench_opts_t *o)
 /* Prefills B sequences of ctx random tokens through each of the np
  * pipelines (pipeline k's ids from 1 + k * B), then times `steps` decode
  * steps of each, taking the pipelines in turn step by step so that the
- * machine's drift (this VM's bandwidth moves by 10-20% within a minute)
+ * machine's drift (a VM's bandwidth can move by 10-20% within a minute)
  * falls on all of them alike; per-step stats into out[k]. The sequences
  * are released on the nodes afterwards. */
 static int decode_steps(lam_pipe_t *const *p, int np, lam_remote_t *r, int vocab, int B, int ctx, int steps,
