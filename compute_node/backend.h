@@ -53,6 +53,7 @@ struct lam_backend {
      * the network moves while the dense part runs; the pipeline sets it. */
     void (*poll)(void *arg);
     void *poll_arg;
+    bool polls; /* it does call poll between operations (the CPU backend) */
 };
 
 /* CPU backend over a loaded model (f32 weights; quant_act as in

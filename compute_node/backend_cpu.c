@@ -131,6 +131,7 @@ lam_status_t lam_backend_cpu_create(const lam_model_t *m, bool quant_act, lam_ba
     c->quant_act = quant_act;
     b->i = &cpu_backend_i;
     b->cfg = &m->cfg;
+    b->polls = true; /* set_poll: after every matrix product */
     b->ctx = c;
     *out = b;
     return LAM_OK;

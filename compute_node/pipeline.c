@@ -28,8 +28,10 @@ void lam_pipe_destroy(lam_pipe_t *p)
 {
     if (!p)
         return;
-    if (p->be->poll_arg == p->r)
+    if (p->be->poll_arg == p->r) {
         p->be->poll = NULL, p->be->poll_arg = NULL;
+        lam_remote_set_polled(p->r, false);
+    }
     for (int m = 0; m < 2; m++) {
         p->be->i->mb_destroy(p->be, p->mb[m].act);
         free(p->mb[m].pos);
@@ -49,6 +51,7 @@ lam_status_t lam_pipe_create(lam_backend_t *be, lam_remote_t *r, const lam_pipe_
     p->r = r;
     be->poll = lam_remote_poll;
     be->poll_arg = r;
+    lam_remote_set_polled(r, be->polls);
     p->o = *o;
     p->n_layers = be->cfg->n_layers;
     p->vocab = be->cfg->vocab;

@@ -78,6 +78,7 @@ struct lam_remote {
     atomic_bool want_stats;
     atomic_int fin[2];                /* micro-batch finished (DONE or FAILED): lets wait spin */
     bool muted;                       /* UCX activity does not wake the comm thread (compute thread's) */
+    bool polled;                      /* the compute thread polls while it computes (its own) */
 };
 
 static void wake(lam_remote_t *r)
@@ -820,7 +821,9 @@ lam_status_t lam_remote_submit(lam_remote_t *r, int mb, uint64_t step, int layer
     s->state = MB_SUBMITTED;
     bool other = mb_in_flight(&r->mb[!mb]);
     pthread_mutex_unlock(&r->mu);
-    if (other)
+    if (r->polled)
+        set_muted(r, true); /* our polls take the answers in (lam_remote_set_polled) */
+    else if (other)
         set_muted(r, false); /* the other micro-batch needs progress while we compute */
     if (!inline_round(r))
         wake(r); /* the comm thread is in a round; make sure it runs another */
@@ -839,13 +842,17 @@ lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
         set_muted(r, true);
         while (!atomic_load(&r->fin[mb]) && lam_now_s() < t_end)
             inline_round(r);
-        /* stay muted while this thread keeps coming back for its answers
-         * (one micro-batch at a time); the comm thread still runs a round
-         * every 20 ms and whenever it is woken for releases or stats */
+    }
+    /* stay muted while this thread keeps coming back for its answers (one
+     * micro-batch at a time, or polling between its products); the comm
+     * thread still runs a round every 20 ms and whenever it is woken for
+     * releases or stats. Unmute before sleeping below: then the comm thread
+     * takes the answer in. */
+    if (r->muted) {
         pthread_mutex_lock(&r->mu);
         bool other = mb_in_flight(&r->mb[!mb]);
         pthread_mutex_unlock(&r->mu);
-        if (other || !atomic_load(&r->fin[mb]))
+        if ((other && !r->polled) || !atomic_load(&r->fin[mb]))
             set_muted(r, false);
     }
     pthread_mutex_lock(&r->mu);
@@ -862,6 +869,13 @@ lam_status_t lam_remote_wait(lam_remote_t *r, int mb, int16_t *seq_status)
     s->state = MB_IDLE;
     pthread_mutex_unlock(&r->mu);
     return st;
+}
+
+void lam_remote_set_polled(lam_remote_t *r, bool polled)
+{
+    r->polled = polled;
+    if (!polled)
+        set_muted(r, false);
 }
 
 void lam_remote_poll(void *arg)

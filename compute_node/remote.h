@@ -108,6 +108,18 @@ uint32_t lam_remote_node_ns(lam_remote_t *r, int mb);
  * move without waiting for that thread to be scheduled on a busy core. */
 void lam_remote_poll(void *arg);
 
+/* From the compute thread: polled = true promises that it calls
+ * lam_remote_poll between its operations while it computes with a
+ * micro-batch in flight (the CPU backend does, after every matrix product).
+ * UCX activity then no longer wakes the comm thread during that work: on a
+ * shared core each wake-up preempts the computing thread, and the answers
+ * are taken in at its next poll anyway (measured on 2 cores: the products
+ * of a micro-batch whose partner's attention was remote took 28% longer
+ * with the comm thread waking beside them). The comm thread still runs its
+ * timers every 20 ms and takes over whenever the compute thread sleeps in
+ * lam_remote_wait. */
+void lam_remote_set_polled(lam_remote_t *r, bool polled);
+
 /* Tells every connected node to drop these sequences. Never blocks. */
 void lam_remote_release(lam_remote_t *r, const uint64_t *ids, int n);
 
