@@ -765,6 +765,12 @@ lam_status_t lam_net_create(const lam_net_opts_t *o, const lam_net_cbs_t *cbs, l
     st = LAM_ERR_NET;
     ucp_config_t *cfg;
     NET_UCS_CHECK(ucp_config_read(NULL, NULL, &cfg), goto err_unmap_pool);
+    if (!getenv("UCX_RNDV_THRESH")) {
+        char thresh[32];
+        snprintf(thresh, sizeof thresh, "%d", LAM_NET_RNDV_THRESH);
+        NET_UCS_CHECK(ucp_config_modify(cfg, "RNDV_THRESH", thresh), ucp_config_release(cfg);
+                      goto err_unmap_pool);
+    }
     ucp_params_t up = {
         .field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_REQUEST_SIZE | UCP_PARAM_FIELD_REQUEST_INIT |
                       UCP_PARAM_FIELD_NAME,

@@ -11,6 +11,13 @@
  * is empty, arriving messages wait inside UCX (persistent data descriptors)
  * until a buffer frees up: backpressure, never an allocation.
  *
+ * Messages below LAM_NET_RNDV_THRESH bytes go eagerly, larger ones by
+ * rendezvous (UCX_RNDV_THRESH in the environment overrides it). UCX 1.13
+ * has no RMA over TCP, so its rendezvous takes two more trips through both
+ * sides' progress before the data moves: a decode step's 31 KB of q/k/v
+ * and 19 KB of o (batch 16) went back and forth in 90-130 us that way and
+ * in 20 us eagerly, on loopback.
+ *
  * Callbacks run from lam_net_progress, never from inside a UCX callback, so
  * they may send, close connections and do real work. A message buffer is
  * valid until the on_msg callback returns.
@@ -26,6 +33,8 @@
 #include <stdint.h>
 
 #include "common/status.h"
+
+#define LAM_NET_RNDV_THRESH 262144 /* bytes; see above */
 
 typedef struct lam_net lam_net_t;
 typedef struct lam_conn lam_conn_t;

@@ -419,7 +419,7 @@ out:
 
 static void test_backpressure(void)
 {
-    run_backpressure(256 * KiB, 50, 2000); /* rendezvous */
+    run_backpressure(1024 * KiB, 50, 2000); /* rendezvous: above LAM_NET_RNDV_THRESH */
     run_backpressure(4 * KiB, 500, 200);   /* eager */
 }
 

@@ -20,6 +20,7 @@
 #include "compute_node/pipeline.h"
 #include "compute_node/remote.h"
 #include "compute_node/sched.h"
+#include "proto/net.h"
 #include "tools/bench/bench.h"
 
 #include <math.h>
@@ -149,8 +150,8 @@ static int exchange_run(const bench_opts_t *o)
     const int n_batches = o->batch ? 1 : o->quick ? 2 : 3, steps = o->quick ? 10 : 40;
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     json_t *res = json_array();
-    printf("per-layer exchange round trip, 1 attention node, f16 on the wire, UCX_TLS=%s\n",
-           getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
+    printf("per-layer exchange round trip, 1 attention node, f16 on the wire, UCX_TLS=%s, UCX_RNDV_THRESH=%s\n",
+           getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)", getenv("UCX_RNDV_THRESH"));
     printf("%-8s %10s %10s %10s %10s %10s %12s %8s\n", "batch", "req B", "reply B", "rtt us", "node us", "exch us",
            "perftest us", "ratio");
     int rc = 0;
@@ -241,13 +242,20 @@ int bench_exchange(const bench_opts_t *o)
     /* Node, compute side and ucx_perftest on one transport. Left to itself
      * ucx_perftest takes shared memory on loopback, which the attention
      * links (peer error handling, worker wake-ups) do not get: TCP is what
-     * separate hosts use here. UCX_TLS set by the caller is kept. */
-    bool set = !getenv("UCX_TLS");
+     * separate hosts use here. ucx_perftest also gets the links' rendezvous
+     * threshold. What the caller set is kept. */
+    bool set = !getenv("UCX_TLS"), set_rndv = !getenv("UCX_RNDV_THRESH");
+    char thresh[32];
+    snprintf(thresh, sizeof thresh, "%d", LAM_NET_RNDV_THRESH);
     if (set)
         setenv("UCX_TLS", "tcp", 1);
+    if (set_rndv)
+        setenv("UCX_RNDV_THRESH", thresh, 1);
     int rc = exchange_run(o);
     if (set)
         unsetenv("UCX_TLS");
+    if (set_rndv)
+        unsetenv("UCX_RNDV_THRESH");
     return rc;
 }
 
