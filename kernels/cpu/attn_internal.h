@@ -100,6 +100,13 @@ typedef struct attn_isa {
     /* lam_dequant_qw (type is an lam_qw_type_t); prefetches the blocks
      * QW_PREFETCH_AHEAD bytes on */
     void (*dequant_qw)(float *dst, const uint8_t *src, int type, int n);
+    /* Optional (NULL: dequant_qw, then matmul_rows): rows [o, o + nr),
+     * nr <= 4, of lam_matmul_q, Wq at row o, I a multiple of 32; buf
+     * (8·I floats) gets the expanded rows. Expands each block while it
+     * multiplies the first tokens, so the expansion overlaps the
+     * arithmetic instead of preceding it; the same bits. */
+    void (*matmul_qw_tile)(float *y, const float *x, const uint8_t *Wq, size_t row_bytes, int type,
+                           const float *bias, int T, int I, int O, int o, int nr, float *buf);
     /* lam_swiglu_f32: g[i] = g[i] / (1 + e^-g[i]) * u[i]; the SIMD ISAs
      * with their own e^x (the whole op within 2.4 ulp of exact, measured;
      * the scalar ISA's libm expf gives 2.3) */
@@ -144,6 +151,8 @@ void lam_swiglu_avx2(float *g, const float *u, size_t n);
 void lam_swiglu_avx512(float *g, const float *u, size_t n);
 void lam_dequant_qw_avx2(float *dst, const uint8_t *src, int type, int n);
 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n);
+void lam_matmul_qw_tile_avx512(float *y, const float *x, const uint8_t *Wq, size_t row_bytes, int type,
+                               const float *bias, int T, int I, int O, int o, int nr, float *buf);
 void lam_matmul_rows_avx2(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,
                           int o1);
 void lam_matmul_rows_avx512(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,

@@ -315,6 +315,7 @@ const attn_isa_t lam_attn_isa_avx512 = {
     .bf16_to_f32 = lam_cvt_bf16_to_f32_avx512,
     .matmul_rows = lam_matmul_rows_avx512,
     .dequant_qw = lam_dequant_qw_avx512,
+    .matmul_qw_tile = lam_matmul_qw_tile_avx512,
     .swiglu = lam_swiglu_avx512,
 };
 

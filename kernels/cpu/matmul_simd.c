@@ -57,6 +57,29 @@ I512 __m128 hsum4x512(__m512 a, __m512 b, __m512 c, __m512 d)
                                                                             0, 0), g));
 }
 
+/* acc[r][j] += w[r] · x[j·I .. j·I + 16) for the tile's rows and NT tokens */
+I512 void fma512(__m512 acc[MM_ROWS][4], const __m512 *w, const float *x, int I, const int NT)
+{
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++) {
+        __m512 xv = _mm512_loadu_ps(x + (size_t)j * I);
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++)
+            acc[r][j] = _mm512_fmadd_ps(w[r], xv, acc[r][j]);
+    }
+}
+
+/* y[j][o + r] = Σ acc[r][j] (+ bias[o + r]) for r < nr, j < NT */
+I512 void store512(float *y, __m512 acc[MM_ROWS][4], const float *bias, int O, int o, int nr, const int NT)
+{
+    __mmask8 st = (__mmask8)((1u << nr) - 1);
+    __m128 b = bias ? _mm_maskz_loadu_ps(st, bias + o) : _mm_setzero_ps();
+#pragma GCC unroll 4
+    for (int j = 0; j < NT; j++)
+        _mm_mask_storeu_ps(y + (size_t)j * O + o, st,
+                           _mm_add_ps(hsum4x512(acc[0][j], acc[1][j], acc[2][j], acc[3][j]), b));
+}
+
 I512 void tile512(float *y, const float *x, const float *const *w, const float *const *pn, const float *bias, int I,
                   int O, int o, int nr, int t, const int NT)
 {
@@ -76,13 +99,7 @@ I512 void tile512(float *y, const float *x, const float *const *w, const float *
 #pragma GCC unroll 4
             for (int r = 0; r < MM_ROWS; r++)
                 _mm_prefetch((const char *)(pn[r] + i), _MM_HINT_T0);
-#pragma GCC unroll 4
-        for (int j = 0; j < NT; j++) {
-            __m512 xv = _mm512_loadu_ps(x + (size_t)(t + j) * I + i);
-#pragma GCC unroll 4
-            for (int r = 0; r < MM_ROWS; r++)
-                acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
-        }
+        fma512(acc, wv, x + (size_t)t * I + i, I, NT);
     }
     if (ib < I) {
         __mmask16 mk = (__mmask16)((1u << (I - ib)) - 1);
@@ -98,12 +115,7 @@ I512 void tile512(float *y, const float *x, const float *const *w, const float *
                 acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
         }
     }
-    __mmask8 st = (__mmask8)((1u << nr) - 1);
-    __m128 b = bias ? _mm_maskz_loadu_ps(st, bias + o) : _mm_setzero_ps();
-#pragma GCC unroll 4
-    for (int j = 0; j < NT; j++)
-        _mm_mask_storeu_ps(y + (size_t)(t + j) * O + o, st,
-                           _mm_add_ps(hsum4x512(acc[0][j], acc[1][j], acc[2][j], acc[3][j]), b));
+    store512(y + (size_t)t * O, acc, bias, O, o, nr, NT);
 }
 
 T512 void lam_matmul_rows_avx512(float *y, const float *x, const float *W, const float *bias, int T, int I, int O,
@@ -137,33 +149,104 @@ I512 __m128 block_dm(const uint8_t *src)
     return _mm_cvtph_ps(_mm_cvtsi32_si128(h));
 }
 
-/* Weight blocks (lam_dequant_qw), bit-identical to common/dequant.c, which
- * rounds each product and sum (ISO C: no contraction into FMA). */
+/* One block's 32 weights, [0, 16) in *lo and [16, 32) in *hi,
+ * bit-identical to common/dequant.c, which rounds each product and sum (ISO
+ * C: no contraction into FMA). Q4_1: nibble * d is exact in f32 (4 + 11
+ * significant bits), so fusing it with + m rounds once, as the two
+ * operations do. */
+I512 void expand_q4_1(const uint8_t *src, __m512 *lo, __m512 *hi)
+{
+    __m128 dm = block_dm(src);
+    __m512 d = _mm512_broadcastss_ps(dm), m = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + 4)));
+    *lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(0xf))), d, m);
+    *hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)), d, m);
+}
+
+I512 void expand_q8_0(const uint8_t *src, __m512 *lo, __m512 *hi)
+{
+    __m512 d = _mm512_broadcastss_ps(block_dm(src)); /* the high half is the first quants: unused */
+    __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 2))));
+    __m512 c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 18))));
+    *lo = _mm512_mul_ps(a, d);
+    *hi = _mm512_mul_ps(c, d);
+}
+
+/* Weight blocks (lam_dequant_qw) */
 T512 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n)
 {
-    if (type == LAM_QW_Q4_1) {
-        /* nibble * d is exact in f32 (4 + 11 significant bits), so fusing
-         * it with + m rounds once, as the two operations do */
-        for (int b = 0; b < n / 32; b++, dst += 32, src += 20) {
-            __builtin_prefetch(src + QW_PREFETCH_AHEAD);
-            __m128 dm = block_dm(src);
-            __m512 d = _mm512_broadcastss_ps(dm), m = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
-            __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + 4)));
-            __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(0xf)));
-            __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4));
-            _mm512_storeu_ps(dst, _mm512_fmadd_ps(lo, d, m));
-            _mm512_storeu_ps(dst + 16, _mm512_fmadd_ps(hi, d, m));
-        }
-        return;
-    }
-    for (int b = 0; b < n / 32; b++, dst += 32, src += 34) {
+    int q41 = type == LAM_QW_Q4_1;
+    size_t bb = q41 ? 20 : 34;
+    for (int b = 0; b < n / 32; b++, dst += 32, src += bb) {
+        __m512 lo, hi;
         __builtin_prefetch(src + QW_PREFETCH_AHEAD);
-        __m512 d = _mm512_broadcastss_ps(block_dm(src)); /* the high half is the first quants: unused */
-        __m512 a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 2))));
-        __m512 c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 18))));
-        _mm512_storeu_ps(dst, _mm512_mul_ps(a, d));
-        _mm512_storeu_ps(dst + 16, _mm512_mul_ps(c, d));
+        if (q41)
+            expand_q4_1(src, &lo, &hi);
+        else
+            expand_q8_0(src, &lo, &hi);
+        _mm512_storeu_ps(dst, lo);
+        _mm512_storeu_ps(dst + 16, hi);
     }
+}
+
+/* The first NT tokens of a row tile over weight blocks: each block of the
+ * MM_ROWS rows is expanded in registers, multiplied at once and kept in
+ * buf (row r at buf + r·I) for the tile's other tokens. Products are
+ * summed as in tile512 (lane k: i ≡ k mod 16, increasing i), so the bits
+ * are those of expanding first and then lam_matmul_rows_avx512. */
+I512 void tile512_blocks(float *y, const float *x, const uint8_t *const *src, const int q41, float *buf,
+                         const float *bias, int I, int O, int o, int nr, const int NT)
+{
+    __m512 acc[MM_ROWS][4];
+    const size_t bb = q41 ? 20 : 34;
+#pragma GCC unroll 4
+    for (int r = 0; r < MM_ROWS; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NT; j++)
+            acc[r][j] = _mm512_setzero_ps();
+    for (int i = 0, b = 0; i < I; i += 32, b++) {
+        __m512 lo[MM_ROWS], hi[MM_ROWS];
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++) {
+            const uint8_t *s = src[r] + (size_t)b * bb;
+            __builtin_prefetch(s + QW_PREFETCH_AHEAD);
+            if (q41)
+                expand_q4_1(s, &lo[r], &hi[r]);
+            else
+                expand_q8_0(s, &lo[r], &hi[r]);
+            _mm512_storeu_ps(buf + (size_t)r * I + i, lo[r]);
+            _mm512_storeu_ps(buf + (size_t)r * I + i + 16, hi[r]);
+        }
+        fma512(acc, lo, x + i, I, NT);
+        fma512(acc, hi, x + i + 16, I, NT);
+    }
+    store512(y, acc, bias, O, o, nr, NT);
+}
+
+T512 void lam_matmul_qw_tile_avx512(float *y, const float *x, const uint8_t *Wq, size_t row_bytes, int type,
+                                    const float *bias, int T, int I, int O, int o, int nr, float *buf)
+{
+    const uint8_t *src[MM_ROWS];
+    for (int r = 0; r < MM_ROWS; r++)
+        src[r] = Wq + (size_t)(r < nr ? r : nr - 1) * row_bytes;
+    int t = T >= 4 ? 4 : T >= 2 ? 2 : 1;
+    /* constant format and token count: one specialised loop each */
+    if (type == LAM_QW_Q4_1) {
+        if (t == 4)
+            tile512_blocks(y, x, src, 1, buf, bias, I, O, o, nr, 4);
+        else if (t == 2)
+            tile512_blocks(y, x, src, 1, buf, bias, I, O, o, nr, 2);
+        else
+            tile512_blocks(y, x, src, 1, buf, bias, I, O, o, nr, 1);
+    } else if (t == 4)
+        tile512_blocks(y, x, src, 0, buf, bias, I, O, o, nr, 4);
+    else if (t == 2)
+        tile512_blocks(y, x, src, 0, buf, bias, I, O, o, nr, 2);
+    else
+        tile512_blocks(y, x, src, 0, buf, bias, I, O, o, nr, 1);
+    if (t < T)
+        lam_matmul_rows_avx512(y + (size_t)t * O + o, x + (size_t)t * I, buf, bias ? bias + o : NULL, T - t, I, O, 0,
+                               nr);
 }
 
 /* e^x: x = n ln 2 + r (ln 2 in two parts, each step one FMA), |r| <=

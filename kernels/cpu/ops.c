@@ -104,6 +104,10 @@ void lam_matmul_q(float *y, const float *x, const uint8_t *Wq, lam_qw_type_t typ
 #pragma omp for schedule(static)
         for (int i = 0; i < nt; i++) {
             int o = i * QTILE, nr = O - o < QTILE ? O - o : QTILE;
+            if (isa->matmul_qw_tile) {
+                isa->matmul_qw_tile(y, x, Wq + (size_t)o * rb, rb, (int)type, bias, T, I, O, o, nr, buf);
+                continue;
+            }
             for (int r = 0; r < nr; r++)
                 isa->dequant_qw(buf + (size_t)r * I, Wq + (size_t)(o + r) * rb, (int)type, I);
             /* rows [o, o + nr) with y and bias shifted by o: row r of buf is row o + r */

@@ -141,7 +141,8 @@ static void rand_blocks(uint8_t *p, lam_qw_type_t type, int rows, int I)
 static void test_matmul_blocks(void)
 {
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
-    int shapes[][3] = {{1, 576, 192}, {3, 32, 5}, {16, 1536, 67}, {70, 64, 9}, {8, 576, 1}, {5, 96, 130}};
+    int shapes[][3] = {{1, 576, 192}, {3, 32, 5}, {16, 1536, 67}, {70, 64, 9}, {8, 576, 1}, {5, 96, 130},
+                       {2, 64, 7}, {4, 160, 4}};
     int n_isa = 0;
     for (int k = 0; k < 3; k++)
         if (!strcmp(lam_attn_isa(), isas[k]))
