@@ -151,6 +151,8 @@ void lam_swiglu_avx2(float *g, const float *u, size_t n);
 void lam_swiglu_avx512(float *g, const float *u, size_t n);
 void lam_dequant_qw_avx2(float *dst, const uint8_t *src, int type, int n);
 void lam_dequant_qw_avx512(float *dst, const uint8_t *src, int type, int n);
+void lam_matmul_qw_tile_avx2(float *y, const float *x, const uint8_t *Wq, size_t row_bytes, int type,
+                             const float *bias, int T, int I, int O, int o, int nr, float *buf);
 void lam_matmul_qw_tile_avx512(float *y, const float *x, const uint8_t *Wq, size_t row_bytes, int type,
                                const float *bias, int T, int I, int O, int o, int nr, float *buf);
 void lam_matmul_rows_avx2(float *y, const float *x, const float *W, const float *bias, int T, int I, int O, int o0,

@@ -561,6 +561,7 @@ const attn_isa_t lam_attn_isa_avx2 = {
     .bf16_to_f32 = lam_cvt_bf16_to_f32_avx2,
     .matmul_rows = lam_matmul_rows_avx2,
     .dequant_qw = lam_dequant_qw_avx2,
+    .matmul_qw_tile = lam_matmul_qw_tile_avx2,
     .swiglu = lam_swiglu_avx2,
 };
 

@@ -439,4 +439,85 @@ T256 void lam_matmul_rows_avx2(float *y, const float *x, const float *W, const f
     }
 }
 
+/* As tile512_blocks with 8-float vectors: a block's 32 weights are four
+ * vectors per row, too many registers for four rows at once, so each row's
+ * d and m wait in memory for a broadcast load and the vectors are expanded
+ * one eighth of a block at a time. Q4_1: nibble · d is exact, so one FMA
+ * rounds as common/dequant.c's product and sum do. */
+I256 void tile256_blocks(float *y, const float *x, const uint8_t *const *src, const int q41, float *buf,
+                         const float *bias, int I, int O, int o, int nr, const int NT)
+{
+    __m256 acc[MM_ROWS][2];
+    const size_t bb = q41 ? 20 : 34;
+#pragma GCC unroll 4
+    for (int r = 0; r < MM_ROWS; r++)
+#pragma GCC unroll 2
+        for (int j = 0; j < NT; j++)
+            acc[r][j] = _mm256_setzero_ps();
+    for (int i = 0, b = 0; i < I; i += 32, b++) {
+        float d[MM_ROWS], m[MM_ROWS];
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++) {
+            const uint8_t *s = src[r] + (size_t)b * bb;
+            uint16_t h[2];
+            __builtin_prefetch(s + QW_PREFETCH_AHEAD);
+            memcpy(h, s, sizeof h);
+            d[r] = _cvtsh_ss(h[0]);
+            m[r] = q41 ? _cvtsh_ss(h[1]) : 0.0f;
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            __m256 wv[MM_ROWS];
+#pragma GCC unroll 4
+            for (int r = 0; r < MM_ROWS; r++) {
+                const uint8_t *s = src[r] + (size_t)b * bb;
+                __m256 v;
+                if (q41) {
+                    __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(s + 4 + 8 * (k & 1))));
+                    q = k < 2 ? _mm256_and_si256(q, _mm256_set1_epi32(0xf)) : _mm256_srli_epi32(q, 4);
+                    v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_broadcast_ss(&d[r]), _mm256_broadcast_ss(&m[r]));
+                } else {
+                    __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(s + 2 + 8 * k)));
+                    v = _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_broadcast_ss(&d[r]));
+                }
+                wv[r] = v;
+                _mm256_storeu_ps(buf + (size_t)r * I + i + 8 * k, v);
+            }
+#pragma GCC unroll 2
+            for (int j = 0; j < NT; j++) {
+                __m256 xv = _mm256_loadu_ps(x + (size_t)j * I + i + 8 * k);
+#pragma GCC unroll 4
+                for (int r = 0; r < MM_ROWS; r++)
+                    acc[r][j] = _mm256_fmadd_ps(wv[r], xv, acc[r][j]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int j = 0; j < NT; j++)
+#pragma GCC unroll 4
+        for (int r = 0; r < MM_ROWS; r++)
+            if (r < nr)
+                y[(size_t)j * O + o + r] = hsum256(acc[r][j]) + (bias ? bias[o + r] : 0.0f);
+}
+
+T256 void lam_matmul_qw_tile_avx2(float *y, const float *x, const uint8_t *Wq, size_t row_bytes, int type,
+                                  const float *bias, int T, int I, int O, int o, int nr, float *buf)
+{
+    const uint8_t *src[MM_ROWS];
+    for (int r = 0; r < MM_ROWS; r++)
+        src[r] = Wq + (size_t)(r < nr ? r : nr - 1) * row_bytes;
+    int t = T >= 2 ? 2 : 1;
+    if (type == LAM_QW_Q4_1) {
+        if (t == 2)
+            tile256_blocks(y, x, src, 1, buf, bias, I, O, o, nr, 2);
+        else
+            tile256_blocks(y, x, src, 1, buf, bias, I, O, o, nr, 1);
+    } else if (t == 2)
+        tile256_blocks(y, x, src, 0, buf, bias, I, O, o, nr, 2);
+    else
+        tile256_blocks(y, x, src, 0, buf, bias, I, O, o, nr, 1);
+    if (t < T)
+        lam_matmul_rows_avx2(y + (size_t)t * O + o, x + (size_t)t * I, buf, bias ? bias + o : NULL, T - t, I, O, 0, nr);
+}
+
 #endif /* LAM_ATTN_HAVE_X86 */

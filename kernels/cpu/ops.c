@@ -99,8 +99,10 @@ void lam_matmul_q(float *y, const float *x, const uint8_t *Wq, lam_qw_type_t typ
 #pragma omp parallel
     {
         /* on the stack (at most 256 KiB); 2 tiles, so that the kernel's
-         * prefetch of "the next tile" stays inside */
-        float buf[2 * QTILE * I];
+         * prefetch of "the next tile" stays inside. Aligned to a cache
+         * line: the AVX2 kernels ran 15-20% slower on the stack's 16-byte
+         * alignment (vectors across lines) */
+        float buf[2 * QTILE * I] __attribute__((aligned(64)));
 #pragma omp for schedule(static)
         for (int i = 0; i < nt; i++) {
             int o = i * QTILE, nr = O - o < QTILE ? O - o : QTILE;
