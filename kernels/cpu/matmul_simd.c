@@ -37,6 +37,14 @@ static inline void tile_rows(const float **w, const float **pn, const float *W, 
     }
 }
 
+/* The tile's rows of weight blocks from Wq (its first row); rows past nr
+ * repeat the last one, as in tile_rows. */
+static inline void tile_block_rows(const uint8_t **src, const uint8_t *Wq, size_t row_bytes, int nr)
+{
+    for (int r = 0; r < MM_ROWS; r++)
+        src[r] = Wq + (size_t)(r < nr ? r : nr - 1) * row_bytes;
+}
+
 /* ---- AVX-512 ------------------------------------------------------------ */
 
 /* [Σa, Σb, Σc, Σd], each by the tree ((x_k + x_k+8) + (x_k+4 + x_k+12)) over
@@ -227,8 +235,7 @@ T512 void lam_matmul_qw_tile_avx512(float *y, const float *x, const uint8_t *Wq,
                                     const float *bias, int T, int I, int O, int o, int nr, float *buf)
 {
     const uint8_t *src[MM_ROWS];
-    for (int r = 0; r < MM_ROWS; r++)
-        src[r] = Wq + (size_t)(r < nr ? r : nr - 1) * row_bytes;
+    tile_block_rows(src, Wq, row_bytes, nr);
     int t = T >= 4 ? 4 : T >= 2 ? 2 : 1;
     /* constant format and token count: one specialised loop each */
     if (type == LAM_QW_Q4_1) {
@@ -504,8 +511,7 @@ T256 void lam_matmul_qw_tile_avx2(float *y, const float *x, const uint8_t *Wq, s
                                   const float *bias, int T, int I, int O, int o, int nr, float *buf)
 {
     const uint8_t *src[MM_ROWS];
-    for (int r = 0; r < MM_ROWS; r++)
-        src[r] = Wq + (size_t)(r < nr ? r : nr - 1) * row_bytes;
+    tile_block_rows(src, Wq, row_bytes, nr);
     int t = T >= 2 ? 2 : 1;
     if (type == LAM_QW_Q4_1) {
         if (t == 2)
