@@ -2,7 +2,9 @@
  * lam_conn_t. Only net.c includes this header.
  *
  * Life of a received message (net_rx_t):
- *   eager, a pool buffer free      copied in the AM callback      -> READY
+ *   eager, a pool buffer free      copied in the AM callback, or  -> READY
+ *                                  kept in place (desc) where UCX
+ *                                  lets us keep it
  *   eager, pool empty              UCX data kept (UCS_INPROGRESS)  -> WAIT_EAGER
  *   rendezvous                     descriptor kept                 -> WAIT_RNDV
  *   WAIT_* gets a buffer (arrival order, from progress): eager data is copied
@@ -80,7 +82,9 @@ typedef struct net_rx {
     struct net_rx *wnext; /* net's waiting list, or rendezvous completions */
     lam_net_t *net;
     lam_conn_t *conn;     /* NULL: connection gone while RECEIVING (detached) */
-    void *desc;           /* UCX data or descriptor while WAIT_* */
+    void *desc;           /* UCX data or descriptor while WAIT_*; the message
+                             itself while READY in place (released after
+                             on_msg) */
     void *req;            /* UCX request while RECEIVING */
     size_t len;
     int buf;              /* pool buffer index, -1 if none */
