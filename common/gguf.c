@@ -58,11 +58,13 @@ static lam_status_t fail(reader_t *r, lam_status_t st, const char *fmt, ...)
 
 static lam_status_t fail(reader_t *r, lam_status_t st, const char *fmt, ...)
 {
-    char msg[512];
+    char raw[512], msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    /* names from the file are quoted in the message: one line whatever they hold */
+    lam_log_escape(msg, sizeof msg, raw);
     if (r->err && r->errlen)
         snprintf(r->err, r->errlen, "%s: %s", r->path, msg);
     lam_log_error("%s: %s", r->path, msg);
@@ -424,6 +426,9 @@ void lam_gguf_close(lam_gguf_t *g)
 
 uint32_t lam_gguf_version(const lam_gguf_t *g) { return g->version; }
 uint64_t lam_gguf_file_size(const lam_gguf_t *g) { return g->size; }
+
+uint64_t lam_gguf_data_offset(const lam_gguf_t *g) { return g->data_off; }
+
 int64_t lam_gguf_n_kv(const lam_gguf_t *g) { return g->n_kv; }
 
 uint64_t lam_gguf_fingerprint(const lam_gguf_t *g)
@@ -536,7 +541,7 @@ lam_status_t lam_gguf_get_bool(const lam_gguf_t *g, const char *key, bool *out)
     return LAM_OK;
 }
 
-static lam_gguf_str_t str_at(const lam_gguf_t *g, const uint8_t *p)
+static lam_gguf_str_t str_at(const uint8_t *p)
 {
     lam_gguf_str_t s;
     memcpy(&s.len, p, 8);
@@ -551,7 +556,7 @@ lam_status_t lam_gguf_get_str(const lam_gguf_t *g, const char *key, lam_gguf_str
         return LAM_ERR_NOT_FOUND;
     if (g->kv[i].type != LAM_GGUF_STRING)
         return LAM_ERR_GGUF_BAD_TYPE;
-    *out = str_at(g, g->kv[i].val);
+    *out = str_at(g->kv[i].val);
     return LAM_OK;
 }
 
@@ -578,7 +583,7 @@ lam_status_t lam_gguf_get_arr_str(const lam_gguf_t *g, const char *key, uint64_t
         return LAM_ERR_GGUF_BAD_TYPE;
     if (idx >= g->kv[i].arr_n)
         return LAM_ERR_RANGE;
-    *out = str_at(g, g->map + g->kv[i].str_offs[idx]);
+    *out = str_at(g->map + g->kv[i].str_offs[idx]);
     return LAM_OK;
 }
 

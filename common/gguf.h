@@ -64,6 +64,8 @@ void lam_gguf_close(lam_gguf_t *g);
 
 uint32_t lam_gguf_version(const lam_gguf_t *g);
 uint64_t lam_gguf_file_size(const lam_gguf_t *g);
+/* File offset of the tensor data section (tensor offsets count from it). */
+uint64_t lam_gguf_data_offset(const lam_gguf_t *g);
 /* FNV-1a 64 of the header (metadata and tensor table): identifies the model. */
 uint64_t lam_gguf_fingerprint(const lam_gguf_t *g);
 

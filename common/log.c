@@ -2,6 +2,7 @@
 #include "common/status.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,17 +38,41 @@ lam_log_level_t lam_log_get_level(void)
     return g_level;
 }
 
+size_t lam_log_escape(char *dst, size_t cap, const char *src)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    if (!cap)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
+        bool ctl = *p < 0x20 || *p == 0x7f;
+        if (n + (ctl ? 4 : 1) >= cap)
+            break;
+        if (ctl) {
+            dst[n++] = '\\';
+            dst[n++] = 'x';
+            dst[n++] = hex[*p >> 4];
+            dst[n++] = hex[*p & 15];
+        } else {
+            dst[n++] = (char)*p;
+        }
+    }
+    dst[n] = '\0';
+    return n;
+}
+
 void lam_log_msg(lam_log_level_t level, const char *file, int line, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
     lam_log_init_env();
     if (level < g_level || level >= LAM_LOG_QUIET)
         return;
-    char msg[1024];
+    char raw[1024], msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    lam_log_escape(msg, sizeof msg, raw);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;

@@ -2,7 +2,8 @@
 # Fuzzes a parser with libFuzzer + ASan + UBSan.
 #   scripts/fuzz.sh [seconds] [target]   default 60 s of "wire"; exits nonzero on any crash
 # Targets: wire (the wire decoder, proto/wire.c), config (the config file
-# and value parsers, common/config*.c).
+# and value parsers, common/config*.c), gguf (model files: the GGUF reader,
+# the model loader and the tokenizer built from a file, common/).
 # Needs clang 14 and its runtimes (Debian 12: clang-14 libclang-rt-14-dev).
 # The binary goes to build-fuzz/, and so does any crash-*/leak-*/timeout-*
 # input it finds (replay one with: build-fuzz/fuzz_<target> build-fuzz/crash-...).
@@ -13,14 +14,19 @@ cd "$(dirname "$0")/.."
 
 SECONDS_TO_RUN=${1:-60}
 TARGET=${2:-wire}
+LIBS=()
 case $SECONDS_TO_RUN in
-    '' | *[!0-9]*) echo "usage: $0 [seconds] [wire|config]" >&2; exit 2 ;;
+    '' | *[!0-9]*) echo "usage: $0 [seconds] [wire|config|gguf]" >&2; exit 2 ;;
 esac
 case $TARGET in
     wire) SOURCES=(tests/fuzz/fuzz_wire.c proto/wire.c); MAX_LEN=8192 ;;
     config) SOURCES=(tests/fuzz/fuzz_config.c common/config.c common/config_file.c common/config_print.c)
             MAX_LEN=4096 ;;
-    *) echo "usage: $0 [seconds] [wire|config]" >&2; exit 2 ;;
+    gguf) SOURCES=(tests/fuzz/fuzz_gguf.c tests/util/gguf_build.c common/gguf.c common/dequant.c common/model.c
+                   common/log.c common/tokenizer.c common/tok_chat.c common/tok_encode.c common/tok_gguf.c
+                   common/tok_pretok.c)
+          LIBS=(-lutf8proc -lm); MAX_LEN=32768 ;;
+    *) echo "usage: $0 [seconds] [wire|config|gguf]" >&2; exit 2 ;;
 esac
 
 CC=${FUZZ_CC:-}
@@ -39,7 +45,7 @@ mkdir -p "$OUT"
 "$CC" -std=c11 -D_GNU_SOURCE -I. -g -O1 -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror \
-    "${SOURCES[@]}" -o "$OUT/fuzz_$TARGET"
+    "${SOURCES[@]}" "${LIBS[@]}" -o "$OUT/fuzz_$TARGET"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lamina-fuzz.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT

@@ -196,6 +196,12 @@ static void c_too_many_kv(gb_t *b, const layout_t *L) { put64(b, L->off_n_kv, UI
 static void c_rank5(gb_t *b, const layout_t *L) { put32(b, L->off_ne_b - 4, 5); }
 static void c_empty(gb_t *b, const layout_t *L) { b->len = 0; }
 static void c_dup_tensor(gb_t *b, const layout_t *L) { b->buf[L->off_ne_b - 5] = 'a'; }
+/* tensor "b" renamed "\n" and given an unknown type: the error quotes the name */
+static void c_ctl_name(gb_t *b, const layout_t *L)
+{
+    b->buf[L->off_ne_b - 5] = '\n';
+    put32(b, L->off_type_b, 99);
+}
 
 static const corrupt_case_t g_cases[] = {
     {"bad magic", LAM_ERR_GGUF_MAGIC, c_magic},
@@ -216,6 +222,7 @@ static const corrupt_case_t g_cases[] = {
     {"tensor count 2^40", LAM_ERR_GGUF_TRUNCATED, c_too_many_tensors},
     {"kv count 2^64-1", LAM_ERR_GGUF_TRUNCATED, c_too_many_kv},
     {"duplicate tensor name", LAM_ERR_GGUF_BAD_KEY, c_dup_tensor},
+    {"newline in a tensor name", LAM_ERR_GGUF_BAD_TYPE, c_ctl_name},
 };
 #define N_CASES (sizeof g_cases / sizeof g_cases[0])
 
@@ -233,6 +240,8 @@ static void test_corrupt_table(void)
         printf("\n  %-26s -> %s", g_cases[i].name, err);
         CU_ASSERT(st == g_cases[i].expect);
         CU_ASSERT(strlen(err) > 0 && !strchr(err, '\n'));
+        if (g_cases[i].apply == c_ctl_name)
+            CU_ASSERT(strstr(err, "tensor '\\x0a'") != NULL);
         gb_free(&b);
     }
     printf("\n");

@@ -964,25 +964,18 @@ static void test_spm_llamacpp(void) {
 
 /* ---- GGUF files built in memory ---- */
 
-static void kv_arr_hdr(gb_t *b, const char *key, uint32_t elem, uint64_t n) {
-    gb_str(b, key);
-    gb_u32(b, LAM_GGUF_ARRAY);
-    gb_u32(b, elem);
-    gb_u64(b, n);
-}
-
 static void kv_arr_str(gb_t *b, const char *key, const char *const *v, size_t n) {
-    kv_arr_hdr(b, key, LAM_GGUF_STRING, n);
+    gb_kv_arr(b, key, LAM_GGUF_STRING, n);
     for (size_t i = 0; i < n; i++) gb_str(b, v[i]);
 }
 
 static void kv_arr_i32(gb_t *b, const char *key, const int32_t *v, size_t n) {
-    kv_arr_hdr(b, key, LAM_GGUF_INT32, n);
+    gb_kv_arr(b, key, LAM_GGUF_INT32, n);
     for (size_t i = 0; i < n; i++) gb_u32(b, (uint32_t)v[i]);
 }
 
 static void kv_arr_f32(gb_t *b, const char *key, const float *v, size_t n) {
-    kv_arr_hdr(b, key, LAM_GGUF_FLOAT32, n);
+    gb_kv_arr(b, key, LAM_GGUF_FLOAT32, n);
     for (size_t i = 0; i < n; i++) gb_f32(b, v[i]);
 }
 

@@ -43,6 +43,14 @@ void gb_kv_f32(gb_t *b, const char *key, float v) { gb_str(b, key); gb_u32(b, 6)
 void gb_kv_str(gb_t *b, const char *key, const char *v) { gb_str(b, key); gb_u32(b, 8); gb_str(b, v); }
 void gb_kv_bool(gb_t *b, const char *key, int v) { gb_str(b, key); gb_u32(b, 7); gb_u8(b, (uint8_t)v); }
 
+void gb_kv_arr(gb_t *b, const char *key, uint32_t elem_type, uint64_t n)
+{
+    gb_str(b, key);
+    gb_u32(b, 9); /* array */
+    gb_u32(b, elem_type);
+    gb_u64(b, n);
+}
+
 void gb_tensor_info(gb_t *b, const char *name, int n_dims, const int64_t *ne, uint32_t type, uint64_t offset)
 {
     gb_str(b, name);

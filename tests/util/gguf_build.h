@@ -22,6 +22,8 @@ void gb_kv_u32(gb_t *b, const char *key, uint32_t v);
 void gb_kv_f32(gb_t *b, const char *key, float v);
 void gb_kv_str(gb_t *b, const char *key, const char *v);
 void gb_kv_bool(gb_t *b, const char *key, int v);
+/* An array's key and header (element type, count); the elements follow. */
+void gb_kv_arr(gb_t *b, const char *key, uint32_t elem_type, uint64_t n);
 /* Tensor info: name, dims, type, offset. */
 void gb_tensor_info(gb_t *b, const char *name, int n_dims, const int64_t *ne, uint32_t type, uint64_t offset);
 void gb_free(gb_t *b);
