@@ -11,22 +11,12 @@
  * LAM_FUZZ_SEEDS=dir ./fuzz_config writes a few config files into dir and
  * exits: the fuzzer's starting corpus. */
 #include "tests/config/cfg_spec.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-#define CHECK(c)                                                                                           \
-    do {                                                                                                   \
-        if (!(c)) {                                                                                        \
-            fprintf(stderr, "fuzz_config: invariant failed at line %d: %s\n", __LINE__, #c);               \
-            abort();                                                                                       \
-        }                                                                                                  \
-    } while (0)
 
 static char *dump(const tcfg_t *c)
 {

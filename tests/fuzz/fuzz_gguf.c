@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/model.h"
 #include "common/tokenizer.h"
+#include "tests/fuzz/fuzz.h"
 #include "tests/util/gguf_build.h"
 
 #include <stdio.h>
@@ -33,17 +34,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-#define CHECK(c)                                                                                           \
-    do {                                                                                                   \
-        if (!(c)) {                                                                                        \
-            fprintf(stderr, "fuzz_gguf: invariant failed at line %d: %s\n", __LINE__, #c);                 \
-            abort();                                                                                       \
-        }                                                                                                  \
-    } while (0)
 
 /* Tensors up to this many elements are dequantised (the input is at most
  * a few tens of KiB, so only the types with the fewest bits get near). */

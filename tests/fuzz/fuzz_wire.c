@@ -11,21 +11,11 @@
  * LAM_FUZZ_SEEDS=dir ./fuzz_wire writes one valid message of each type (and
  * a few shapes of ATTN) into dir and exits: the fuzzer's starting corpus. */
 #include "proto/wire.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-
-#define CHECK(c)                                                                                           \
-    do {                                                                                                   \
-        if (!(c)) {                                                                                        \
-            fprintf(stderr, "fuzz_wire: invariant failed at line %d: %s\n", __LINE__, #c);                 \
-            abort();                                                                                       \
-        }                                                                                                  \
-    } while (0)
 
 /* Room to re-encode the largest message whose fixed parts a fuzzer input
  * can carry (a SEQ_RELEASE of LAM_WIRE_MAX_RELEASE ids). */

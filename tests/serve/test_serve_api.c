@@ -378,6 +378,9 @@ static const bad_case_t BAD[] = {
     {"image part", "POST", CHAT, "{" M ",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
      400, "messages"},
     {"duplicate key", "POST", COMPL, "{" M ",\"prompt\":\"x\",\"prompt\":\"y\"}", 400, NULL},
+    /* C strings would end at a NUL (a name would match, a text be cut):
+     * the JSON parser refuses \u0000 */
+    {"NUL in a string", "POST", COMPL, "{\"model\":\"" SF_MODEL_NAME "\\u0000x\",\"prompt\":\"x\"}", 400, NULL},
     {"unknown path", "GET", "/v2/whatever", NULL, 404, NULL},
     {"unknown v1 path", "POST", "/v1/embeddings", "{}", 404, NULL},
     {"GET on completions", "GET", COMPL, NULL, 405, NULL},
@@ -452,6 +455,26 @@ static void test_bad_requests(void)
     json_decref(j);
     hc_resp_free(&r);
     free(raw);
+    /* an unknown model with a long non-ASCII name: the message quoting it
+     * is cut to fit, on a code point boundary, and still says what is wrong */
+    body = malloc(4096);
+    n = (size_t)snprintf(body, 4096, "{\"model\":\"x");
+    for (int i = 0; i < 700; i++)
+        n += (size_t)snprintf(body + n, 4096 - n, "\xc3\xa9");
+    snprintf(body + n, 4096 - n, "\",\"prompt\":\"x\"}");
+    j = sf_post(g_port, COMPL, body, &st);
+    CU_ASSERT_EQUAL(st, 404);
+    const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    CU_ASSERT(msg && !strncmp(msg, "The model 'x\xc3\xa9", 14));
+    json_decref(j);
+    free(body);
+    /* the JSON parser's error quotes the input up to a byte in the middle
+     * of a character: the message stays valid UTF-8 and says what is wrong */
+    j = sf_post(g_port, COMPL, "{\"model\":\"\\u\xc3\xa9\"}", &st);
+    CU_ASSERT_EQUAL(st, 400);
+    msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    CU_ASSERT(msg && strstr(msg, "not valid JSON: invalid escape"));
+    json_decref(j);
     /* still serving */
     j = sf_post(g_port, COMPL, "{" M ",\"prompt\":\"Good morning\",\"max_tokens\":3}", &st);
     CU_ASSERT_EQUAL(st, 200);
