@@ -8,7 +8,10 @@
  *  - Stop strings may span tokens: text that could be the start of a stop
  *    string is held back until it either completes one (the text before it
  *    is emitted, the rest dropped, the sequence is over) or stops matching
- *    (then it is emitted).
+ *    (then it is emitted). The sequence ends with the first token that
+ *    completes any stop string, cut before the earliest stop string in the
+ *    text by then: a longer one that began earlier but is not complete yet
+ *    does not count (what a client streaming the tokens would see).
  *  - Special tokens (control, user-defined) add no text.
  *
  * One lam_serve_text_t per sequence; not shared between threads. */

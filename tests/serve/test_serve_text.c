@@ -110,6 +110,17 @@ static void test_stops(void)
     CU_ASSERT(r.stopped);
     stop(&r);
 
+    const char *s6[] = {"abcdef", "cd"};
+    start(&r, s6, 2); /* a stop string that completes first ends it, before */
+    CU_ASSERT_STRING_EQUAL(push(&r, "xab"), "x"); /* a longer one begun earlier */
+    CU_ASSERT_STRING_EQUAL(push(&r, "cd"), "ab");
+    CU_ASSERT(r.stopped);
+    stop(&r);
+    start(&r, s6, 2); /* both complete in one piece: the earliest start */
+    CU_ASSERT_STRING_EQUAL(push(&r, "xabcdef"), "x");
+    CU_ASSERT(r.stopped);
+    stop(&r);
+
     const char *s3[] = {"aab"};
     start(&r, s3, 1); /* overlapping prefix */
     CU_ASSERT_STRING_EQUAL(push(&r, "aa"), "");

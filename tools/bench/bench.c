@@ -13,6 +13,7 @@
  *     calibrates lamina-estimate's eff_mem; the engine's rate ("weight_gbps")
  *     is not, since multiplying from Q4_1/Q8_0 blocks made batch 1 bound by
  *     expanding them rather than by memory. */
+#include "common/dtype.h"
 #include "common/gguf.h"
 #include "common/log.h"
 #include "common/model.h"
@@ -334,13 +335,14 @@ static void usage(FILE *f)
                "         --compute-cpus LIST  run this process (the compute side) on these CPUs;\n"
                "                              --threads defaults to their count\n"
                "         --spin-us N          nodes and compute side poll the network this long\n"
-               "                              before sleeping (0)\n");
+               "                              before sleeping (0)\n"
+               "         --wire-dtype T       q/k/v/o on the wire: f16 (default), bf16 or f32\n");
 }
 
 int main(int argc, char **argv)
 {
     enum { O_NOPEER = 256, O_JSON, O_QUICK, O_CLIENTS, O_GEN, O_SERVER, O_CTX, O_BATCH, O_RANDOM, O_NODE_CPUS,
-           O_COMPUTE_CPUS, O_SPIN, O_PAGE };
+           O_COMPUTE_CPUS, O_SPIN, O_PAGE, O_WIRE };
     static const struct option lopts[] = {{"model", required_argument, 0, 'm'}, {"threads", required_argument, 0, 't'},
                                           {"no-peer", no_argument, 0, O_NOPEER}, {"json", required_argument, 0, O_JSON},
                                           {"quick", no_argument, 0, O_QUICK},
@@ -354,8 +356,10 @@ int main(int argc, char **argv)
                                           {"compute-cpus", required_argument, 0, O_COMPUTE_CPUS},
                                           {"spin-us", required_argument, 0, O_SPIN},
                                           {"page-tokens", required_argument, 0, O_PAGE},
+                                          {"wire-dtype", required_argument, 0, O_WIRE},
                                           {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bench_opts_t o = {.peer = true, .threads = omp_get_num_procs(), .clients = 16, .gen = 64};
+    bench_opts_t o = {.peer = true, .threads = omp_get_num_procs(), .clients = 16, .gen = 64,
+                      .wire_dtype = LAM_DT_F16};
     lam_model_default_path(o.model, sizeof o.model);
     if (argc < 2 || argv[1][0] == '-') {
         usage(argc < 2 ? stderr : stdout);
@@ -398,6 +402,12 @@ int main(int argc, char **argv)
             o.spin_us = (int)v;
             break;
         }
+        case O_WIRE:
+            if ((o.wire_dtype = lam_dtype_parse(optarg)) < 0) {
+                fprintf(stderr, "lamina-bench: invalid --wire-dtype '%s' (f16, bf16 or f32)\n", optarg);
+                return 2;
+            }
+            break;
         case O_NOPEER: o.peer = false; break;
         case O_JSON: o.json = optarg; break;
         case O_QUICK: o.quick = true; break;

@@ -29,6 +29,7 @@ typedef struct bench_opts {
     cpu_set_t node_cpus, compute_cpus;
     int page_tokens;    /* attention: tokens per KV page (0: the node's default) */
     int spin_us;        /* offload modes: --spin-us of the nodes and the compute side */
+    int wire_dtype;     /* offload modes: q/k/v/o dtype on the wire (lam_dtype_t; default f16) */
 } bench_opts_t;
 
 /* Parses a CPU list ("0-3,6") into *set; returns 0, or -1 if malformed or

@@ -84,7 +84,7 @@ static int cluster_start(cluster_t *c, const bench_opts_t *o, const lam_model_t 
     }
     lam_remote_opts_t ro = {.n_nodes = n, .addrs = addrs, .token = getenv("LAMINA_CLUSTER_TOKEN"),
                             .fingerprint = m->fingerprint, .cfg = &m->cfg, .kv_dtype = LAM_DT_F16,
-                            .act_dtype = LAM_DT_F16, .max_tokens = max_tokens, .max_seqs = max_seqs,
+                            .act_dtype = o->wire_dtype, .max_tokens = max_tokens, .max_seqs = max_seqs,
                             .spin_us = o->spin_us};
     if (lam_remote_create(&ro, &c->r) != LAM_OK || lam_remote_wait_ready(c->r, 20000) != LAM_OK) {
         cluster_stop(c);
@@ -182,9 +182,10 @@ static int exchange_run(const bench_opts_t *o)
     const int pt_iters = o->quick ? 400 : 1000;
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     json_t *res = json_array();
-    printf("per-layer exchange round trip, 1 attention node, f16 on the wire, UCX_TLS=%s, UCX_RNDV_THRESH=%s\n"
+    printf("per-layer exchange round trip, 1 attention node, %s on the wire, UCX_TLS=%s, UCX_RNDV_THRESH=%s\n"
            "%d rounds of %d steps x %d layers, each followed by ucx_perftest (%d iterations per size)\n",
-           getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)", getenv("UCX_RNDV_THRESH"), EXCH_ROUNDS, per_round,
+           lam_dtype_name((unsigned)o->wire_dtype), getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)",
+           getenv("UCX_RNDV_THRESH"), EXCH_ROUNDS, per_round,
            c->n_layers, pt_iters);
     printf("%-8s %10s %10s %10s %10s %10s %12s %8s  %s\n", "batch", "req B", "reply B", "rtt us", "node us",
            "exch us", "perftest us", "ratio", "rounds' ratios");
@@ -212,7 +213,7 @@ static int exchange_run(const bench_opts_t *o)
         double *tmp = malloc((size_t)n_rt * sizeof *tmp), pts[EXCH_ROUNDS], ratios[EXCH_ROUNDS];
         lam_wire_attn_t h = {.n_seq = (uint16_t)B, .n_q_heads = (uint16_t)c->n_heads,
                              .n_kv_heads = (uint16_t)c->n_kv_heads, .head_dim = (uint16_t)c->head_dim,
-                             .n_tok = (uint32_t)B, .dtype = LAM_DT_F16};
+                             .n_tok = (uint32_t)B, .dtype = (uint8_t)o->wire_dtype};
         size_t req = lam_wire_attn_layout(&h, 0).total, rep = lam_wire_attn_layout(&h, 1).total;
         lam_remote_node_info_t before, after;
         double attn_ns = 0;
@@ -259,10 +260,11 @@ static int exchange_run(const bench_opts_t *o)
         json_t *rr = json_array();
         for (int i = 0; i < nr; i++)
             json_array_append_new(rr, json_real(ratios[i]));
-        json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:o, s:i, s:I, s:I, s:f, s:f}", "name",
-                                             "exchange", "metric", "exchange_us", "value", exch, "ceiling", pt,
-                                             "ceiling_name", "ucx_perftest_ucp_am_lat", "ratio", ratio,
-                                             "round_ratios", rr, "batch", B, "request_bytes", (json_int_t)req,
+        json_array_append_new(res, json_pack("{s:s, s:s, s:f, s:f, s:s, s:f, s:o, s:i, s:s, s:I, s:I, s:f, s:f}",
+                                             "name", "exchange", "metric", "exchange_us", "value", exch, "ceiling",
+                                             pt, "ceiling_name", "ucx_perftest_ucp_am_lat", "ratio", ratio,
+                                             "round_ratios", rr, "batch", B, "wire_dtype",
+                                             lam_dtype_name((unsigned)o->wire_dtype), "request_bytes", (json_int_t)req,
                                              "reply_bytes", (json_int_t)rep, "rtt_us", med, "node_attention_us",
                                              kern_us));
         free(q);
@@ -406,10 +408,10 @@ static int pipeline_batch(const bench_opts_t *o, const lam_model_t *m, int B, js
      * weights once): what is left over that is overlap lost */
     double dense2 = s2.dense_s / s2.steps, bound2 = dense2 > attn ? dense2 : attn;
     printf("decode step, batch %d, context %d, 1 attention node (%d threads%s%s), compute %d threads%s%s, "
-           "UCX_TLS=%s\n",
+           "%s on the wire, UCX_TLS=%s\n",
            B, ctx, node_threads, o->node_cpus_str ? ", CPUs " : "", o->node_cpus_str ? o->node_cpus_str : "",
            o->threads, o->compute_cpus_str ? ", CPUs " : "", o->compute_cpus_str ? o->compute_cpus_str : "",
-           getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
+           lam_dtype_name((unsigned)o->wire_dtype), getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)");
     printf("%-34s %10s\n", "measure", "ms/step");
     printf("%-34s %10.2f\n", "dense (one micro-batch)", dense * 1e3);
     printf("%-34s %10.2f\n", "attention + exchange (one mb)", attn * 1e3);
