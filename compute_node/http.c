@@ -2,6 +2,7 @@
  * small endpoints (/v1/models, /health, /metrics) and error replies. The
  * completion endpoints live in http_gen.c. */
 #include "compute_node/http_internal.h"
+#include "compute_node/http_parse.h"
 #include "common/log.h"
 
 #include <arpa/inet.h>
@@ -56,8 +57,11 @@ enum MHD_Result lam_http_reply_error(lam_http_t *h, struct MHD_Connection *c, la
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     json_t *m = json_string(msg);
-    if (!m) /* not UTF-8 (a name from the command line): say it plainly */
-        m = json_string("invalid request");
+    if (!m) { /* it quotes bytes that are not UTF-8 (a URL, a name from the command line) */
+        char clean[sizeof msg];
+        lam_http_utf8_sanitize(msg, clean, sizeof clean);
+        m = json_string(clean);
+    }
     json_t *err = json_pack("{s:{s:o, s:s, s:o, s:o}}", "error", "message", m, "type", type, "param",
                             param ? json_string(param) : json_null(), "code",
                             code ? json_string(code) : json_null());

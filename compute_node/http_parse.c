@@ -23,10 +23,7 @@ static void utf8_trim_tail(char *s)
         s[i - 1] = '\0';
 }
 
-/* src as valid UTF-8 in dst[cap]: bytes that do not form a code point
- * become '?' (the JSON parser's error text quotes raw input, which may
- * stop inside a character or not be UTF-8 at all). */
-static void utf8_sanitize(const char *src, char *dst, size_t cap)
+void lam_http_utf8_sanitize(const char *src, char *dst, size_t cap)
 {
     const utf8proc_uint8_t *s = (const utf8proc_uint8_t *)src;
     utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(src);
@@ -330,7 +327,7 @@ int lam_http_parse_request(const lam_http_parse_cfg_t *cfg, bool chat, const cha
     *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!*root) {
         char why[sizeof je.text];
-        utf8_sanitize(je.text, why, sizeof why);
+        lam_http_utf8_sanitize(je.text, why, sizeof why);
         return lam_http_refuse(e, 400, NULL, "invalid_json", "The body is not valid JSON: %s (line %d, column %d)",
                                why, je.line, je.column);
     }

@@ -45,7 +45,13 @@ typedef struct lam_http_req {
     int n_stop;
 } lam_http_req_t;
 
-/* Fills e and returns -1. */
+/* src as valid UTF-8 in dst[cap] (cap > 0), cut to fit at a code point
+ * boundary: bytes that do not form a code point become '?'. For messages
+ * that quote raw input: the JSON parser's error text, a URL path. */
+void lam_http_utf8_sanitize(const char *src, char *dst, size_t cap);
+
+/* Fills e and returns -1; a message cut to fit e->msg is cut between code
+ * points. */
 int lam_http_refuse(lam_http_err_t *e, int status, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 

@@ -13,12 +13,15 @@
  *         UTF-8 (it goes into a JSON reply). An accepted request has a
  *         prompt of 1 to ctx-1 ids inside the vocabulary, room for
  *         max_new, sampling values inside their ranges, the request's
- *         seed or the server's, and 1 to 4 stop strings of 1 to 256 bytes;
+ *         seed or the server's, and at most 4 stop strings of 1 to 256 bytes;
  *         its prompt's tokens pushed through the text filter with its stop
  *         strings give what the reference below gives for their text.
  *   2     [n_stop][len, bytes]...[chunking seed][text]: the text, cut into
  *         chunks the seed picks, through the text filter with those stop
  *         strings (made valid UTF-8) must give the reference's output.
+ *   any   the input (up to a NUL) quoted into a message through
+ *         lam_http_utf8_sanitize is valid UTF-8 that fits, and unchanged
+ *         when it was valid and fitted.
  *
  * The reference is written independently of serve_text.c: after each
  * piece, the text so far is made valid UTF-8 at once (each maximal
@@ -386,10 +389,28 @@ static void fuzz_stream(const uint8_t *d, size_t n)
         lam_serve_str_free(&clean[s]);
 }
 
+/* Any bytes (up to a NUL) quoted into a message: valid UTF-8 that fits,
+ * and the same bytes when they were valid and fit. */
+static void check_sanitize(const uint8_t *data, size_t size)
+{
+    char *src = malloc(size + 1), dst[64];
+    CHECK(src);
+    memcpy(src, data, size);
+    src[size] = '\0';
+    size_t cap = 1 + data[0] % sizeof dst, len = strlen(src);
+    lam_http_utf8_sanitize(src, dst, cap);
+    size_t n = strlen(dst);
+    CHECK(n < cap && valid_utf8(dst, n));
+    if (len < cap && valid_utf8(src, len))
+        CHECK(n == len && !memcmp(dst, src, len));
+    free(src);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
+    check_sanitize(data, size);
     switch (data[0] % 3) {
     case 0: fuzz_body(false, data + 1, size - 1); break;
     case 1: fuzz_body(true, data + 1, size - 1); break;
@@ -423,7 +444,8 @@ static void write_seeds(const char *dir)
         "{\"model\":\"" MODEL_NAME "\",\"messages\":[{\"role\":\"system\",\"content\":\"hi\"},{\"role\":\"user\","
         "\"content\":\"hello\"}],\"max_completion_tokens\":4,\"stop\":[\"<|im_end|>\",\"\\n\\n\"]}",
         "{\"model\":\"" MODEL_NAME "\",\"messages\":[{\"role\":\"developer\",\"content\":null},{\"role\":"
-        "\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"\\ud83d\\ude00\"}]}]}",
+        "\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\","
+        "\"text\":\"\\ud83d\\ude00\"}]}]}",
     };
     int i = 0;
     for (size_t k = 0; k < sizeof compl / sizeof compl[0]; k++, i++)

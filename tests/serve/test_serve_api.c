@@ -59,6 +59,12 @@ static void test_models_health(void)
     CU_ASSERT_EQUAL(st, 404);
     CU_ASSERT(sf_is_error(j));
     json_decref(j);
+    /* a name that is not UTF-8 once unescaped: quoted with '?' for it */
+    j = sf_get(g_port, "/v1/models/x%FFy", &st);
+    CU_ASSERT_EQUAL(st, 404);
+    CU_ASSERT(sf_streq(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+                       "The model 'x?y' does not exist"));
+    json_decref(j);
     j = sf_get(g_port, "/health", &st);
     CU_ASSERT_EQUAL(st, 200);
     CU_ASSERT(sf_streq(json_string_value(json_object_get(j, "status")), "ok"));
