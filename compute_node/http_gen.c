@@ -1,8 +1,9 @@
 /* POST /v1/completions and /v1/chat/completions: the request body is
- * validated field by field (http_parse.c: every problem is a 4xx naming the
- * field), the prompt tokenised, the request handed to the serving loop, and the tokens
- * turned into text as they come (serve_text.h: whole code points, stop
- * strings) for one JSON reply or a stream of server-sent events. */
+ * validated field by field and the prompt tokenised (http_parse.c: every
+ * problem is a 4xx naming the field), the request handed to the serving
+ * loop, and the tokens turned into text as they come (serve_text.h: whole
+ * code points, stop strings) for one JSON reply or a stream of server-sent
+ * events. */
 #include "compute_node/http_internal.h"
 #include "compute_node/http_parse.h"
 #include "common/log.h"
